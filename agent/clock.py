@@ -1,0 +1,163 @@
+"""Hub time: UTC wall clock, monotonic time, boot id and whether the clock is synced.
+
+A Raspberry Pi has no RTC: it may boot in 1970 or at the last saved time and only later
+sync by NTP. Capture never waits for sync (reliability.md R5); every reading instead
+carries the monotonic time and boot id so its time can be repaired once sync happens.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Final, Protocol
+from zoneinfo import ZoneInfo
+
+# Device clocks before this are "unset" (factory default 2000-01-01 and the like).
+PLAUSIBLE_EARLIEST: Final = datetime(2010, 1, 1, tzinfo=UTC)
+# A device time further ahead of the hub than this is implausible.
+FUTURE_TOLERANCE: Final = timedelta(minutes=5)
+
+_BOOT_ID_PATH: Final = Path("/proc/sys/kernel/random/boot_id")
+_STA_UNSYNC: Final = 0x0040  # adjtimex(2): clock not synchronised
+_TIME_ERROR: Final = 5  # adjtimex(2) return value: clock not synchronised
+
+
+class TimeSource(StrEnum):
+    """How a reading's effective time was derived."""
+
+    DEVICE = "device"  # the device's timestamp as sent
+    DEVICE_CORRECTED = "device_corrected"  # device timestamp minus its measured offset
+    HUB_RECEIPT = "hub_receipt"  # the hub's UTC time when the reading arrived
+
+
+@dataclass(frozen=True, slots=True)
+class HubTime:
+    """A moment on the hub, as every clock the hub has sees it."""
+
+    utc: datetime
+    monotonic_ns: int
+    boot_id: str
+    clock_synced: bool
+
+
+class Clock(Protocol):
+    """The seam for time: production reads the kernel, tests inject their own."""
+
+    def now(self) -> HubTime:
+        """The current hub time."""
+        ...
+
+
+class _Timex(ctypes.Structure):
+    # struct timex from <sys/timex.h>; only `modes` (0 = read only) and `status` matter.
+    _fields_ = [
+        ("modes", ctypes.c_uint),
+        ("_pad0", ctypes.c_long * 5),
+        ("status", ctypes.c_int),
+        ("_rest", ctypes.c_long * 40),
+    ]
+
+
+def read_boot_id() -> str:
+    """The kernel's boot id (changes every boot), or "unknown" where there is none."""
+    try:
+        return _BOOT_ID_PATH.read_text(encoding="ascii").strip()
+    except OSError:
+        return "unknown"
+
+
+def is_kernel_clock_synced() -> bool:
+    """Whether the kernel says the clock is NTP-synchronised (adjtimex, read only)."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    timex = _Timex()
+    state = libc.adjtimex(ctypes.byref(timex))
+    if state < 0:
+        return False
+    return state != _TIME_ERROR and not timex.status & _STA_UNSYNC
+
+
+class SystemClock:
+    """The real hub clock. The sync state is re-read at most every ``sync_check_s``."""
+
+    def __init__(self, sync_check_s: float = 10.0) -> None:
+        """Read the boot id once; it cannot change while we run."""
+        self._boot_id = read_boot_id()
+        self._sync_check_ns = int(sync_check_s * 1e9)
+        self._synced = False
+        self._checked_at_ns: int | None = None
+
+    def now(self) -> HubTime:
+        """The current hub time."""
+        mono = time.monotonic_ns()
+        if self._checked_at_ns is None or mono - self._checked_at_ns >= self._sync_check_ns:
+            self._synced = is_kernel_clock_synced()
+            self._checked_at_ns = mono
+        return HubTime(
+            utc=datetime.now(UTC),
+            monotonic_ns=mono,
+            boot_id=self._boot_id,
+            clock_synced=self._synced,
+        )
+
+
+def derive_effective_time(
+    *,
+    received: HubTime,
+    device_time: datetime | None,
+    device_clock_offset_s: float | None,
+    device_clock_unset: bool,
+    timezone_name: str,
+) -> tuple[datetime, TimeSource, tuple[str, ...]]:
+    """Choose the effective measurement time and say how it was derived.
+
+    Rules, in order:
+    - no device time: the hub's receipt time;
+    - device says its clock is unset, or the time is before 2010: flag
+      ``device_clock_unset`` and use the receipt time;
+    - a measured device-vs-hub offset: device time minus the offset (corrected);
+    - device time ahead of the hub by more than 5 minutes: flag
+      ``device_time_future`` and use the receipt time;
+    - otherwise the device time as sent.
+    Naive device times are read in the hub's configured zone; a wall time that is
+    ambiguous or non-existent across a DST change is flagged, never guessed silently.
+    """
+    flags: list[str] = []
+    if not received.clock_synced:
+        flags.append("hub_clock_unsynced")
+    if device_time is None:
+        return received.utc, TimeSource.HUB_RECEIPT, tuple(flags)
+    device_utc, zone_flags = to_utc(device_time, timezone_name)
+    flags.extend(zone_flags)
+    if device_clock_unset or device_utc < PLAUSIBLE_EARLIEST:
+        flags.append("device_clock_unset")
+        return received.utc, TimeSource.HUB_RECEIPT, tuple(flags)
+    if device_clock_offset_s is not None:
+        corrected = device_utc - timedelta(seconds=device_clock_offset_s)
+        return corrected, TimeSource.DEVICE_CORRECTED, tuple(flags)
+    if received.clock_synced and device_utc - received.utc > FUTURE_TOLERANCE:
+        flags.append("device_time_future")
+        return received.utc, TimeSource.HUB_RECEIPT, tuple(flags)
+    return device_utc, TimeSource.DEVICE, tuple(flags)
+
+
+def to_utc(wall: datetime, timezone_name: str) -> tuple[datetime, tuple[str, ...]]:
+    """Interpret a device wall-clock time in ``timezone_name``; flag DST ambiguity."""
+    if wall.tzinfo is not None:
+        return wall.astimezone(UTC), ()
+    zone = ZoneInfo(timezone_name)
+    first = wall.replace(tzinfo=zone, fold=0)
+    second = wall.replace(tzinfo=zone, fold=1)
+    flags: tuple[str, ...] = ()
+    if first.utcoffset() != second.utcoffset():
+        # Same wall time twice (fall back) or never (spring forward): cannot be sure.
+        round_trip = first.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
+        flags = ("dst_ambiguous",) if round_trip == wall else ("dst_nonexistent",)
+    return first.astimezone(UTC), flags
