@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.emulators.broker import MosquittoBroker, find_mosquitto
+from agent.localbroker import MosquittoBroker, find_mosquitto
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -7,7 +7,7 @@ from paho.mqtt import publish
 from tests.emulators.subscriber import Subscriber
 
 if TYPE_CHECKING:
-    from tests.emulators.broker import MosquittoBroker
+    from agent.localbroker import MosquittoBroker
 
 
 def test_session_broker_relays_a_message(broker: MosquittoBroker, topic_prefix: str) -> None:

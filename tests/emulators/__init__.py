@@ -1,4 +1,1 @@
-"""Real counterparts for tests and the demo.
-
-A Mosquitto per session, pty serial devices, bumble BLE peripherals.
-"""
+"""Test-only helpers: an MQTT subscriber that records what the backend would receive."""
