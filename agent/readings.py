@@ -33,6 +33,26 @@ class Kind(StrEnum):
     GLUCOSE = "glucose"
 
 
+# The quantity names every driver uses, and the UCUM units each may carry. Payload
+# builders map these (with the Kind) to MDC and LOINC codes; keep this the one list.
+QUANTITY_UNITS: Final[dict[str, frozenset[str]]] = {
+    "spo2": frozenset({"%"}),
+    "pulse_rate": frozenset({"/min"}),
+    "perfusion_index": frozenset({"%"}),
+    "systolic": frozenset({"mm[Hg]", "kPa"}),
+    "diastolic": frozenset({"mm[Hg]", "kPa"}),
+    "mean_arterial_pressure": frozenset({"mm[Hg]", "kPa"}),
+    "body_temperature": frozenset({"Cel", "[degF]"}),
+    "heart_rate": frozenset({"/min"}),
+    "rr_interval": frozenset({"s"}),
+    "energy_expended": frozenset({"kJ"}),
+    "body_weight": frozenset({"kg", "[lb_av]"}),
+    "body_height": frozenset({"m", "[in_i]"}),
+    "bmi": frozenset({"kg/m2"}),
+    "glucose": frozenset({"mg/dL", "mmol/L"}),
+}
+
+
 class Cadence(StrEnum):
     """Spot measurements are taken by the patient; continuous ones stream.
 
@@ -105,6 +125,16 @@ class Reading:
     def value(self, name: str) -> Quantity | None:
         """The quantity called ``name``, if the reading has one."""
         return next((q for q in self.values if q.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReading:
+    """A reading as the outbox holds it: with its per-hub ``seq`` and delivery state."""
+
+    seq: int
+    reading: Reading
+    state: str  # "pending" | "sent" | "delivered" | "rejected"
+    reject_reason: str | None = None
 
 
 def natural_key_for(
