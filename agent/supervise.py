@@ -1,0 +1,85 @@
+"""Run a driver (or any session) forever: restart with jittered backoff, report, never spin.
+
+Transient errors (link dropped, port vanished) retry with full-jitter exponential backoff;
+permanent ones (wrong serial, missing pairing) go straight to the cap and are reported as
+ERROR. Anything else is a bug: it propagates, the TaskGroup cancels the agent, the process
+exits non-zero and systemd restarts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from agent.errors import DeviceError, OutboxError, PermanentDeviceError
+from drivers.base import DeviceReporter, DeviceState
+
+if TYPE_CHECKING:
+    from drivers.base import Driver
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Full-jitter exponential backoff (AWS architecture blog "Exponential Backoff And Jitter")."""
+
+    min_s: float = 1.0
+    max_s: float = 120.0
+    # A session that lasted this long counts as healthy: the next failure starts small again.
+    healthy_after_s: float = 60.0
+
+    def delay_s(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Delay before retry number ``attempt`` (0-based)."""
+        ceiling = min(self.max_s, self.min_s * (2 ** min(attempt, 30)))
+        return (rng or random).uniform(self.min_s, max(self.min_s, ceiling))
+
+
+def delay_for_error(exc: BaseException, attempt: int, backoff: Backoff) -> float:
+    """Permanent errors wait the full cap; transient ones back off with jitter."""
+    if isinstance(exc, PermanentDeviceError):
+        return backoff.max_s
+    return backoff.delay_s(attempt)
+
+
+async def supervise_driver(
+    driver: Driver, reporter: DeviceReporter, backoff: Backoff, *, sleep_scale: float = 1.0
+) -> None:
+    """Run ``driver.run()`` until cancelled, restarting it after device failures."""
+    attempt = 0
+    while True:
+        started = time.monotonic()
+        try:
+            await driver.run()
+            # A driver returning normally means the session ended (e.g. device went away).
+            exc: BaseException | None = None
+        except (DeviceError, OutboxError) as err:
+            exc = err
+        finally:
+            await driver.close()
+        if time.monotonic() - started >= backoff.healthy_after_s:
+            attempt = 0
+        if exc is None:
+            delay = backoff.min_s
+        else:
+            delay = delay_for_error(exc, attempt, backoff)
+            state = (
+                DeviceState.ERROR
+                if isinstance(exc, PermanentDeviceError)
+                else (DeviceState.DISCONNECTED)
+            )
+            reporter.set_state(state, str(exc))
+            reporter.count("session_failures")
+            log.warning(
+                "device %s: %s (%s); retrying in %.1f s",
+                driver.name,
+                type(exc).__name__,
+                exc,
+                delay,
+            )
+            attempt += 1
+        await asyncio.sleep(delay * sleep_scale)
