@@ -7,10 +7,14 @@ shutdown. Outside systemd (no NOTIFY_SOCKET) every call does nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
 
@@ -65,3 +69,32 @@ class Notifier:
     def status(self, text: str) -> None:
         """Free-form status line shown by ``systemctl status``."""
         self.notify(f"STATUS={text}")
+
+
+async def watchdog_loop(
+    notifier: Notifier,
+    is_making_progress: Callable[[], Awaitable[bool]],
+    *,
+    interval_s: float | None = None,
+    probe_timeout_s: float = 10.0,
+) -> None:
+    """Ping WATCHDOG=1 every interval, but only after a successful progress probe.
+
+    If the event loop is blocked this coroutine cannot run, so pings stop and systemd
+    kills and restarts the agent. If the probe (e.g. an outbox round trip) hangs or says
+    no, the ping is skipped for the same effect.
+    """
+    period_s = interval_s or notifier.watchdog_interval_s
+    if period_s is None:
+        return
+    while True:
+        try:
+            async with asyncio.timeout(probe_timeout_s):
+                healthy = await is_making_progress()
+        except TimeoutError:
+            healthy = False
+        if healthy:
+            notifier.watchdog()
+        else:
+            log.error("watchdog: no progress; withholding the systemd keep-alive")
+        await asyncio.sleep(period_s)
