@@ -1,0 +1,349 @@
+"""Read the YAML config file safely and report every problem at once, with line numbers.
+
+Each problem is one line, ``<file>:<line> <dotted.path>: <message>``. A problem with the
+file as a whole (missing, a directory, too big, not UTF-8) is ``<file>: <message>``. The
+line of a missing key is the line of the mapping it belongs in.
+
+YAML is read with ``yaml.SafeLoader`` semantics and more: anchors and aliases are refused
+(billion-laughs), so are explicit tags other than the plain YAML types, merge keys,
+duplicate keys and nesting deeper than any real config needs. The size cap is checked
+before a byte is parsed.
+"""
+
+from __future__ import annotations
+
+import stat
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import yaml
+from pydantic import ValidationError
+
+from agent.config import Config
+from agent.configcheck import config_hash, config_warnings, file_problems, redacted
+from agent.configmessages import Loc, Problem, did_you_mean, format_validation_errors
+from agent.errors import ConfigError
+from drivers import DRIVERS
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from drivers.base import DeviceSettings
+
+__all__ = [
+    "MAX_CONFIG_BYTES",
+    "config_hash",
+    "config_warnings",
+    "load_config",
+    "load_config_text",
+    "redacted",
+]
+
+MAX_CONFIG_BYTES: Final = 256 * 1024
+MAX_NESTING: Final = 32  # a real config nests 4 deep; deeper is a mistake or an attack
+_PLAIN_TAGS: Final = frozenset(
+    f"tag:yaml.org,2002:{name}"
+    for name in ("null", "bool", "int", "float", "str", "map", "seq", "timestamp")
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Located:
+    """Where each key and list item of the document is, by its path."""
+
+    lines: dict[tuple[str | int, ...], int]
+    scalars: dict[tuple[str | int, ...], str]
+
+    def line_of(self, loc: tuple[str | int, ...]) -> int:
+        """The line of ``loc``, or of its nearest ancestor present in the file."""
+        while loc not in self.lines and loc:
+            loc = loc[:-1]
+        return self.lines.get(loc, 1)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that records anchors/aliases as problems instead of expanding them."""
+
+    def __init__(self, text: str, problems: list[Problem]) -> None:
+        super().__init__(text)
+        self.problems = problems
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.get_event()  # type: ignore[no-untyped-call]
+            self.problems.append(_at(event.start_mark, f"alias `*{event.anchor}`: " + _NO_ALIAS))
+            return yaml.ScalarNode("tag:yaml.org,2002:null", "", event.start_mark, event.end_mark)
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            self.problems.append(_at(event.start_mark, f"anchor `&{anchor}`: " + _NO_ALIAS))
+            event.anchor = None  # keep composing to find every other problem
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            msg = f"nested more than {MAX_NESTING} levels deep; a wardlink config needs 4"
+            raise _TooDeepError(_at(event.start_mark, msg))
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+_NO_ALIAS: Final = "anchors and aliases are not allowed; write the value out in full"
+
+
+class _TooDeepError(Exception):
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+def _at(mark: yaml.Mark, message: str) -> Problem:
+    return Problem((), message, mark.line + 1)
+
+
+def load_config(path: Path, *, check_files: bool = True) -> Config:
+    """Read, parse and validate the config file at ``path``.
+
+    Args:
+        path: The YAML file. It is never created, and a missing file is an error: there
+            is no fallback to defaults.
+        check_files: Also check that TLS and password files exist and are readable, and
+            that the outbox directory exists or can be created (nothing is created).
+
+    Raises:
+        ConfigError: With one ``problems`` line per problem found, all of them.
+    """
+    return load_config_text(_read_text(path), str(path), check_files=check_files)
+
+
+def load_config_text(text: str, filename: str = "<string>", *, check_files: bool = True) -> Config:
+    """Parse and validate config text (tests, remote reload). See :func:`load_config`."""
+    size = len(text.encode("utf-8", "replace"))
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{filename}: {_too_big(size)}"])
+    data, located = _parse(text, filename)
+    problems, devices = _validate_devices(data.get("devices", ()), located)
+    config: Config | None = None
+    try:
+        config = Config.model_validate({**data, "devices": devices})
+    except ValidationError as exc:
+        problems.extend(format_validation_errors(exc, Config, (), located.scalars.get))
+    if config is not None and check_files:
+        problems.extend(file_problems(config))
+    if problems:
+        raise ConfigError(_render(filename, problems, located))
+    if config is None:  # pragma: no cover - validation failed only with problems recorded
+        raise ConfigError([f"{filename}: not valid"])
+    return config
+
+
+def _read_text(path: Path) -> str:
+    """The file's text, refusing anything that is not a small UTF-8 regular file."""
+    name = str(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ConfigError([f"{name}: file not found; check the path"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{name}: cannot be read: {exc.strerror}"]) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError([f"{name}: is a directory; give the path of the YAML file inside it"])
+    if not stat.S_ISREG(info.st_mode):
+        # A fifo or device would block or stream forever: never open one.
+        raise ConfigError([f"{name}: is not a regular file (a pipe, socket or device?)"])
+    if info.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{name}: {_too_big(info.st_size)}"])
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)  # the file may grow after stat
+    except OSError as exc:
+        raise ConfigError([f"{name}: cannot be read: {exc.strerror}"]) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{name}: {_too_big(len(data))}"])
+    return _decode(data, name)
+
+
+def _decode(data: bytes, name: str) -> str:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        bad = data[exc.start : exc.start + 1].hex()
+        message = f"not UTF-8 text (byte 0x{bad} at column {column}); save the file as UTF-8"
+        raise ConfigError([f"{name}:{line}: {message}"]) from None
+    return text.removeprefix("\ufeff")
+
+
+def _too_big(size: int) -> str:
+    return (
+        f"is {size:,} bytes; a wardlink config is at most {MAX_CONFIG_BYTES // 1024} KiB "
+        "(is this the right file?)"
+    )
+
+
+def _parse(text: str, filename: str) -> tuple[dict[str, Any], _Located]:
+    """YAML text -> plain data, refusing unsafe or ambiguous YAML. Raises ConfigError."""
+    problems: list[Problem] = []
+    loader = _StrictLoader(text, problems)
+    try:
+        root = loader.get_single_node()
+        located = _Located({}, {})
+        if root is not None:
+            _walk(root, (), located, problems)
+        if problems or root is None or not isinstance(root, yaml.MappingNode):
+            raise ConfigError(_render(filename, problems or [_top_level(root)], located))
+        data = loader.construct_document(root)
+    except _TooDeepError as exc:
+        raise ConfigError(_render(filename, [exc.problem], _Located({}, {}))) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([_syntax_line(filename, exc)]) from None
+    finally:
+        loader.dispose()
+    return data, located
+
+
+def _top_level(root: yaml.Node | None) -> Problem:
+    if root is None:
+        return Problem((), "the file is empty; start from config/wardlink.example.yaml", 1)
+    found = "a list" if isinstance(root, yaml.SequenceNode) else f"`{root.value}`"
+    sections = "hub:, patient:, mqtt: ..."
+    return Problem((), f"the top level must be a mapping of sections ({sections}); got {found}", 1)
+
+
+def _walk(node: yaml.Node, loc: Loc, located: _Located, problems: list[Problem]) -> None:
+    """Record where every key is; refuse exotic tags, merge keys and duplicate keys."""
+    line = node.start_mark.line + 1
+    if node.tag not in _PLAIN_TAGS:
+        problems.append(
+            Problem(loc, f"the tag `{node.tag}` is not allowed; use plain values", line)
+        )
+        return
+    if isinstance(node, yaml.ScalarNode):
+        located.scalars[loc] = str(node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            located.lines[(*loc, index)] = item.start_mark.line + 1
+            _walk(item, (*loc, index), located, problems)
+    elif isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            _walk_entry(key_node, value_node, loc, seen, located, problems)
+
+
+def _walk_entry(
+    key_node: yaml.Node,
+    value_node: yaml.Node,
+    loc: Loc,
+    seen: dict[str, int],
+    located: _Located,
+    problems: list[Problem],
+) -> None:
+    line = key_node.start_mark.line + 1
+    if key_node.tag == "tag:yaml.org,2002:merge":
+        problems.append(Problem(loc, "merge keys (`<<`) are not allowed; write keys out", line))
+        return
+    if not isinstance(key_node, yaml.ScalarNode):
+        problems.append(Problem(loc, "a key must be a plain word, not a list or mapping", line))
+        return
+    key = str(key_node.value)
+    if key in seen:
+        message = f"duplicate key `{key}` (first at line {seen[key]}); keep only one"
+        problems.append(Problem((*loc, key), message, line))
+        return
+    seen[key] = line
+    located.lines[(*loc, key)] = line
+    _walk(value_node, (*loc, key), located, problems)
+
+
+def _syntax_line(filename: str, exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = str(getattr(exc, "problem", None) or exc)
+    if isinstance(exc, yaml.reader.ReaderError):
+        problem = f"character {exc.character!r} is not allowed in a YAML file"
+        return f"{filename}: {problem} (position {exc.position}); remove it"
+    if mark is None:
+        return f"{filename}: YAML syntax error: {problem}"
+    if "'\\t'" in problem:
+        problem = "a tab character; YAML indents with spaces only, replace tabs with spaces"
+    elif "mapping values are not allowed" in problem:
+        problem += " (a missing space after `:`, or wrong indentation?)"
+    elif "expected a single document" in problem:
+        problem = "more than one YAML document (`---`); a config is a single document"
+    return f"{filename}:{mark.line + 1}: YAML syntax error at column {mark.column + 1}: {problem}"
+
+
+def _validate_devices(entries: object, located: _Located) -> tuple[list[Problem], object]:
+    """Validate each `devices:` entry with its driver's settings model.
+
+    Returns the problems found and the validated settings, or ``entries`` unchanged when it
+    is not a list (the Config model then reports its type).
+    """
+    if not isinstance(entries, list):
+        return [], entries if entries is not None else ()
+    problems: list[Problem] = []
+    validated: list[tuple[int, DeviceSettings]] = []
+    for index, entry in enumerate(entries):
+        loc: Loc = ("devices", index)
+        if not isinstance(entry, dict):
+            expected = "a mapping with at least `id` and `driver`, e.g. `- id: oximeter`"
+            problems.append(Problem(loc, f"expected {expected}"))
+            continue
+        model = _driver_model(entry.get("driver"), loc, problems)
+        if model is None:
+            continue
+        try:
+            validated.append((index, model.model_validate(entry)))
+        except ValidationError as exc:
+            problems.extend(format_validation_errors(exc, model, loc, located.scalars.get))
+    problems.extend(_duplicate_ids(validated, located))
+    return problems, (() if problems else tuple(device for _, device in validated))
+
+
+def _driver_model(name: object, loc: Loc, problems: list[Problem]) -> type[DeviceSettings] | None:
+    known = sorted(DRIVERS)
+    if name is None:
+        message = f"required key `driver` is missing; {_known(known)}"
+        problems.append(Problem((*loc, "driver"), message))
+        return None
+    spec = DRIVERS.get(str(name))
+    if spec is None:
+        message = f"unknown driver `{name}`; " + did_you_mean(str(name), known, "known drivers")
+        if "did you mean" in message:
+            message += f" ({_known(known)})"
+        problems.append(Problem((*loc, "driver"), message))
+        return None
+    return spec.load_settings_model()
+
+
+def _known(known: list[str]) -> str:
+    return "known drivers: " + (", ".join(known) if known else "(none registered)")
+
+
+def _duplicate_ids(validated: list[tuple[int, DeviceSettings]], located: _Located) -> list[Problem]:
+    # Readings are keyed by device id: two devices under one id would mix their data.
+    first_index: dict[str, int] = {}
+    problems = []
+    for index, device in validated:
+        if device.id in first_index:
+            earlier = ("devices", first_index[device.id], "id")
+            message = (
+                f"device id `{device.id}` is already used at line {located.line_of(earlier)}; "
+                "give every device its own id"
+            )
+            problems.append(Problem(("devices", index, "id"), message))
+        else:
+            first_index[device.id] = index
+    return problems
+
+
+def _render(filename: str, problems: list[Problem], located: _Located) -> list[str]:
+    """Problems as ``<file>:<line> <path>: <message>`` lines, in file order."""
+    rows = []
+    for problem in problems:
+        line = problem.line if problem.line is not None else located.line_of(problem.loc)
+        path = ".".join(str(part) for part in problem.loc)
+        where = f"{filename}:{line} {path}" if path else f"{filename}:{line}"
+        rows.append((line, f"{where}: {problem.message}"))
+    return [text for _, text in sorted(rows, key=lambda row: row[0])]

@@ -1,0 +1,227 @@
+"""Turn pydantic validation errors into messages a technician can act on.
+
+Pydantic's ``ValidationError.errors()`` gives a ``loc`` path and an error ``type`` for each
+problem; this module keeps the path and rewrites the message: what was expected, what was
+found, and an example. Unknown keys get "did you mean" (difflib) and renamed keys get a
+migration message.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import types
+import typing
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from pydantic import ValidationError
+    from pydantic.fields import FieldInfo
+    from pydantic_core import ErrorDetails
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One problem: where (``loc`` path, or an explicit ``line``) and what."""
+
+    loc: Loc
+    message: str
+    line: int | None = None  # set when known directly (YAML syntax), else looked up by loc
+
+
+# Old dotted key -> (new dotted key, why). Renamed keys fail loudly, never silently ignored.
+RENAMED_KEYS: Final[dict[str, tuple[str, str]]] = {
+    "mqtt.keepalive": ("mqtt.keepalive_s", "the unit is now in the name: seconds"),
+    "mqtt.ca_file": ("mqtt.tls.ca_file", "TLS settings moved into the mqtt.tls section"),
+    "mqtt.cert_file": ("mqtt.tls.cert_file", "TLS settings moved into the mqtt.tls section"),
+    "mqtt.key_file": ("mqtt.tls.key_file", "TLS settings moved into the mqtt.tls section"),
+    "mqtt.password": ("mqtt.password_file", "passwords are read from a file, never inline"),
+    "mqtt.reconnect_delay_s": ("mqtt.reconnect_min_s", "backoff now has a minimum and maximum"),
+    "storage.db_path": ("storage.path", "renamed"),
+    "storage.max_readings": ("storage.capacity_readings", "renamed"),
+    "health.interval": ("health.interval_s", "the unit is now in the name: seconds"),
+    "hub.tz": ("hub.timezone", "renamed"),
+    "patient.nhs_number": ("patient.id", "the hub carries an opaque patient id, not an NHS number"),
+}
+
+_QUOTE_MAX: Final = 40  # longer values are cut when quoted back
+_UNITS: Final = {"_s": "seconds", "_ms": "milliseconds", "_h": "hours"}
+_TYPE_WORDS: Final[dict[str, str]] = {
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "text",
+    "path_type": "a file path",
+    "model_type": "a mapping of `key: value` lines (a section)",
+    "model_attributes_type": "a mapping of `key: value` lines (a section)",
+    "dict_type": "a mapping of `key: value` lines",
+    "tuple_type": "a list (lines starting with `- `)",
+    "list_type": "a list (lines starting with `- `)",
+}
+_BOUNDS: Final = {
+    "greater_than": "more than {gt}",
+    "greater_than_equal": "at least {ge}",
+    "less_than": "less than {lt}",
+    "less_than_equal": "at most {le}",
+}
+
+
+def format_validation_errors(
+    exc: ValidationError,
+    model: type[BaseModel],
+    prefix: Loc,
+    source: Callable[[Loc], str | None],
+) -> list[Problem]:
+    """One Problem per pydantic error (or per line of a multi-rule ``value_error``).
+
+    Args:
+        exc: The error pydantic raised validating ``model``.
+        model: The model validated, to find field names, examples and units.
+        prefix: Where that model sits in the file (e.g. ``("devices", 2)``).
+        source: Gives the YAML text of the scalar at a path, to quote it back.
+    """
+    problems: list[Problem] = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(error["loc"])
+        if error["type"] == "value_error" and "\n" in str(error.get("ctx", {}).get("error")):
+            problems.extend(_rule_lines(prefix + loc, str(error["ctx"]["error"])))
+            continue
+        message = _message(error, model, loc, source(prefix + loc))
+        problems.append(Problem(prefix + loc, message))
+    return problems
+
+
+def _rule_lines(loc: Loc, text: str) -> list[Problem]:
+    """Split a cross-field rule error (``key: message`` lines) into one Problem per key."""
+    problems = []
+    for line in text.splitlines():
+        key, sep, message = line.partition(": ")
+        problems.append(Problem((*loc, key), message) if sep else Problem(loc, line))
+    return problems
+
+
+def _message(  # noqa: PLR0911 - one return per kind of error reads best
+    error: ErrorDetails, model: type[BaseModel], loc: Loc, text: str | None
+) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx", {})
+    if kind == "missing":
+        return f"required key `{loc[-1]}` is missing"
+    if kind == "extra_forbidden":
+        return unknown_key_message(model, loc)
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    if kind in _TYPE_WORDS:
+        return _type_message(_TYPE_WORDS[kind], error["input"], text, _field(model, loc))
+    if kind in _BOUNDS:
+        bound = _BOUNDS[kind].format(**ctx)
+        return f"{_show(error['input'], text)} is out of range; must be {bound}{_unit(loc)}"
+    if kind == "literal_error":
+        return f"{_show(error['input'], text)} is not allowed; expected one of {ctx['expected']}"
+    if kind in {"string_pattern_mismatch", "string_too_short", "string_too_long"}:
+        return _text_message(error, _field(model, loc), text)
+    return str(error["msg"])
+
+
+def _type_message(expected: str, value: object, text: str | None, field: FieldInfo | None) -> str:
+    found = _show(value, text)
+    hint = _example(field)
+    if expected == "text" and isinstance(value, (int, float, bool)) and text is not None:
+        return f"expected text, got {found} (read as {type(value).__name__}); quote it: '{text}'"
+    if value is None:
+        return f"expected {expected}, but the value is empty{hint}"
+    return f"expected {expected}, got {found}{hint}"
+
+
+def _text_message(error: ErrorDetails, field: FieldInfo | None, text: str | None) -> str:
+    found = _show(error["input"], text)
+    if error["type"] == "string_too_short":
+        return f"must not be empty{_example(field)}"
+    if error["type"] == "string_too_long":
+        return f"is too long; at most {error.get('ctx', {}).get('max_length')} characters"
+    described = field.description if field is not None and field.description else None
+    expected = described or f"text matching {error.get('ctx', {}).get('pattern')}"
+    return f"{found} is not valid; expected {expected}{_example(field)}"
+
+
+def _show(value: object, text: str | None) -> str:
+    if text is not None:
+        return f"`{text}`" if len(text) <= _QUOTE_MAX else f"`{text[: _QUOTE_MAX - 3]}...`"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return f"`{value!r}`"
+
+
+def _example(field: FieldInfo | None) -> str:
+    if field is not None and field.examples:
+        return f", e.g. {field.examples[0]}"
+    return ""
+
+
+def _unit(loc: Loc) -> str:
+    name = str(loc[-1])
+    return next((f" {unit}" for suffix, unit in _UNITS.items() if name.endswith(suffix)), "")
+
+
+def unknown_key_message(model: type[BaseModel], loc: Loc) -> str:
+    """Say that ``loc[-1]`` is unknown: renamed-key migration, or did-you-mean, or the list."""
+    key = str(loc[-1])
+    dotted = ".".join(str(part) for part in loc if isinstance(part, str))
+    if dotted in RENAMED_KEYS:
+        new, why = RENAMED_KEYS[dotted]
+        return f"`{key}` is no longer used; write `{new}` instead ({why})"
+    parent = model_at(model, loc[:-1])
+    known = sorted(parent.model_fields) if parent is not None else []
+    return f"unknown key `{key}`; " + did_you_mean(key, known, "known keys")
+
+
+def did_you_mean(word: str, known: list[str], what: str) -> str:
+    """``did you mean `x`?`` when something is close, else the list of ``what``."""
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean `{close[0]}`?"
+    return f"{what}: " + (", ".join(known) if known else "(none)")
+
+
+def model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
+    """The model class found by following ``loc`` down from ``model`` (list items skipped)."""
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if current is None or part not in current.model_fields:
+            return None
+        current = _model_in(current.model_fields[part].annotation)
+    return current
+
+
+def _field(model: type[BaseModel], loc: Loc) -> FieldInfo | None:
+    names = [part for part in loc if isinstance(part, str)]
+    parent = model_at(model, tuple(names[:-1]))
+    if parent is None or not names:
+        return None
+    return parent.model_fields.get(names[-1])
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:  # noqa: ANN401 - any type hint
+    if inspect.isclass(annotation) and issubclass(annotation, BaseModel):
+        return annotation
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is not None:
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg)
+            if found is not None:
+                return found
+    return None
