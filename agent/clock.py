@@ -23,8 +23,13 @@ PLAUSIBLE_EARLIEST: Final = datetime(2010, 1, 1, tzinfo=UTC)
 FUTURE_TOLERANCE: Final = timedelta(minutes=5)
 
 _BOOT_ID_PATH: Final = Path("/proc/sys/kernel/random/boot_id")
+# systemd-timesyncd touches this file once the clock is synchronised (since systemd 239).
+SYSTEMD_SYNC_FLAG: Final = Path("/run/systemd/timesync/synchronized")
 _STA_UNSYNC: Final = 0x0040  # adjtimex(2): clock not synchronised
 _TIME_ERROR: Final = 5  # adjtimex(2) return value: clock not synchronised
+UNKNOWN_BOOT_ID: Final = "unknown"
+RESTAMPED_FLAG: Final = "restamped"
+OTHER_BOOT_FLAG: Final = "hub_clock_unsynced_other_boot"
 
 
 class TimeSource(StrEnum):
@@ -54,10 +59,11 @@ class Clock(Protocol):
 
 
 class _Timex(ctypes.Structure):
-    # struct timex from <sys/timex.h>; only `modes` (0 = read only) and `status` matter.
+    # struct timex from <sys/timex.h>: `modes` (0 = read only), four longs, then `status`.
+    # The tail is oversized on purpose so the kernel never writes past our buffer.
     _fields_ = [
         ("modes", ctypes.c_uint),
-        ("_pad0", ctypes.c_long * 5),
+        ("_offset_freq_maxerror_esterror", ctypes.c_long * 4),
         ("status", ctypes.c_int),
         ("_rest", ctypes.c_long * 40),
     ]
@@ -68,7 +74,7 @@ def read_boot_id() -> str:
     try:
         return _BOOT_ID_PATH.read_text(encoding="ascii").strip()
     except OSError:
-        return "unknown"
+        return UNKNOWN_BOOT_ID
 
 
 def is_kernel_clock_synced() -> bool:
@@ -84,13 +90,25 @@ def is_kernel_clock_synced() -> bool:
     return state != _TIME_ERROR and not timex.status & _STA_UNSYNC
 
 
+def is_clock_synced(sync_flag_path: Path = SYSTEMD_SYNC_FLAG) -> bool:
+    """Whether the hub clock has been synchronised this boot.
+
+    Either the kernel says so, or systemd-timesyncd has created its flag file (it does
+    so on first sync; /run is emptied at every boot, so the file never outlives one).
+    """
+    return is_kernel_clock_synced() or sync_flag_path.exists()
+
+
 class SystemClock:
     """The real hub clock. The sync state is re-read at most every ``sync_check_s``."""
 
-    def __init__(self, sync_check_s: float = 10.0) -> None:
+    def __init__(
+        self, sync_check_s: float = 10.0, sync_flag_path: Path = SYSTEMD_SYNC_FLAG
+    ) -> None:
         """Read the boot id once; it cannot change while we run."""
         self._boot_id = read_boot_id()
         self._sync_check_ns = int(sync_check_s * 1e9)
+        self._sync_flag_path = sync_flag_path
         self._synced = False
         self._checked_at_ns: int | None = None
 
@@ -98,7 +116,7 @@ class SystemClock:
         """The current hub time."""
         mono = time.monotonic_ns()
         if self._checked_at_ns is None or mono - self._checked_at_ns >= self._sync_check_ns:
-            self._synced = is_kernel_clock_synced()
+            self._synced = is_clock_synced(self._sync_flag_path)
             self._checked_at_ns = mono
         return HubTime(
             utc=datetime.now(UTC),
@@ -161,3 +179,52 @@ def to_utc(wall: datetime, timezone_name: str) -> tuple[datetime, tuple[str, ...
         round_trip = first.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
         flags = ("dst_ambiguous",) if round_trip == wall else ("dst_nonexistent",)
     return first.astimezone(UTC), flags
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedTime:
+    """A reading's times as published: possibly re-stamped after the hub clock synced."""
+
+    effective: datetime
+    time_source: TimeSource
+    receipt: datetime
+    flags: tuple[str, ...]
+
+
+def restamp(
+    *,
+    received: HubTime,
+    effective_time: datetime,
+    time_source: TimeSource,
+    time_flags: tuple[str, ...],
+    now: HubTime,
+) -> PublishedTime:
+    """Repair times captured before the hub clock synced, once it has (same boot only).
+
+    The hub's monotonic clock runs unchanged across an NTP step, so the true receipt
+    time is ``now.utc - (now.monotonic_ns - received.monotonic_ns)``. It replaces
+    HUB_RECEIPT effective times, and shifts DEVICE_CORRECTED ones by the same amount
+    (their offset was measured against the unsynced hub clock). A DEVICE time, as the
+    device sent it, is never changed. Another boot's monotonic time means nothing now,
+    so such readings are flagged ``hub_clock_unsynced_other_boot`` and left alone.
+    """
+    unchanged = PublishedTime(effective_time, time_source, received.utc, time_flags)
+    if received.clock_synced or not now.clock_synced:
+        return unchanged
+    elapsed_ns = now.monotonic_ns - received.monotonic_ns
+    if received.boot_id != now.boot_id or received.boot_id == UNKNOWN_BOOT_ID or elapsed_ns < 0:
+        return PublishedTime(
+            effective_time, time_source, received.utc, (*time_flags, OTHER_BOOT_FLAG)
+        )
+    receipt = now.utc - timedelta(microseconds=elapsed_ns // 1000)
+    flags = (*time_flags, RESTAMPED_FLAG)
+    if time_source is TimeSource.HUB_RECEIPT:
+        return PublishedTime(receipt, time_source, receipt, flags)
+    if time_source is TimeSource.DEVICE_CORRECTED:
+        return PublishedTime(effective_time + (receipt - received.utc), time_source, receipt, flags)
+    if effective_time - receipt > FUTURE_TOLERANCE:
+        # Could not be judged while the hub clock was wrong; now it can.
+        return PublishedTime(
+            receipt, TimeSource.HUB_RECEIPT, receipt, (*flags, "device_time_future")
+        )
+    return PublishedTime(effective_time, time_source, receipt, flags)

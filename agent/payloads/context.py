@@ -1,0 +1,76 @@
+"""What both wire formats share: the hub's facts and how times and numbers are written.
+
+Pure: no I/O and no clock; the publisher passes ``now`` in.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Final, Literal
+
+from agent.clock import HubTime, PublishedTime, restamp
+
+if TYPE_CHECKING:
+    from agent.readings import Reading
+
+WARDLINK_FHIR_BASE: Final = "https://fhir.wardlink.org"
+DEFAULT_PATIENT_ID_SYSTEM: Final = f"{WARDLINK_FHIR_BASE}/Id/patient"
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadContext:
+    """Facts about this hub that every message carries (the PHD IG's gateway Device).
+
+    Attributes:
+        hub_id: The configured hub id (also in the topic).
+        agent_version: The agent's version, reported as the gateway's software version.
+        hub_serial: The hub's hardware serial number, if known.
+        hub_system_id: The hub's EUI-64 system id ("FE-ED-AB-EE-DE-AD-77-C3"), if known.
+        timezone_name: The IANA zone device-local times were read in (hub config).
+        patient_id_system: The identifier system of the patient id in the binding.
+        compression: "deflate" compresses a payload (zlib format) when that makes it
+            smaller, and says so in a user property; "none" never does.
+    """
+
+    hub_id: str
+    agent_version: str
+    hub_serial: str | None = None
+    hub_system_id: str | None = None
+    timezone_name: str = "UTC"
+    patient_id_system: str = DEFAULT_PATIENT_ID_SYSTEM
+    compression: Literal["none", "deflate"] = "none"
+
+
+def published_time(reading: Reading, now: HubTime) -> PublishedTime:
+    """The reading's times as they go on the wire (re-stamped if the clock synced since)."""
+    return restamp(
+        received=reading.received,
+        effective_time=reading.effective_time,
+        time_source=reading.time_source,
+        time_flags=reading.time_flags,
+        now=now,
+    )
+
+
+def format_instant(moment: datetime) -> str:
+    """UTC with millisecond precision and an explicit ``Z`` offset (FHIR instant)."""
+    text = moment.astimezone(UTC).isoformat(timespec="milliseconds")
+    return text.removesuffix("+00:00") + "Z"
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Whole milliseconds since 1970-01-01T00:00:00Z (rounded down)."""
+    delta = moment.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def compact_number(value: float) -> int | float:
+    """An integral float as an int (``97`` not ``97.0``): same value, fewer bytes."""
+    return int(value) if value.is_integer() else value
+
+
+def uuid_base64url(reading: Reading) -> str:
+    """The reading id as 22 base64url characters (no padding)."""
+    return base64.urlsafe_b64encode(reading.reading_id.bytes).rstrip(b"=").decode("ascii")
