@@ -5,9 +5,9 @@ models, so a config built in Python (the demo, tests) obeys the same rules as on
 from YAML. Reading the file, line numbers and ``check-config`` are in
 ``agent/configload.py`` and ``agent/cli_config.py``.
 
-A cross-field rule reports every violation it finds at once, one per line, each line
-starting with the key it is about (``key: message``). The loader turns each line into its
-own ``<file>:<line> <dotted.path>: <message>`` problem.
+A cross-field rule reports every violation it finds at once as one pydantic error of
+type ``config_rule`` whose context holds (key, message) pairs; the loader turns each pair
+into its own ``<file>:<line> <dotted.path>: <message>`` problem.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from drivers.base import DeviceSettings
 
@@ -29,10 +30,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+CONFIG_RULE_ERROR = "config_rule"  # pydantic error type of a broken cross-field rule
+
+
 def _refuse(violations: list[tuple[str, str]]) -> None:
-    """Raise one ValueError naming every violated rule, one ``key: message`` per line."""
+    """Raise one error naming every violated rule, one ``key: message`` per line.
+
+    The error's context keeps the (key, message) pairs, so the loader can point each one
+    at the line of its own key.
+    """
     if violations:
-        raise ValueError("\n".join(f"{key}: {message}" for key, message in violations))
+        text = "\n".join(f"{key}: {message}" for key, message in violations)
+        raise PydanticCustomError(
+            CONFIG_RULE_ERROR, "{rules}", {"rules": text, "pairs": violations}
+        )
 
 
 def is_loopback_host(host: str) -> bool:

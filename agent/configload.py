@@ -68,16 +68,26 @@ class _StrictLoader(yaml.SafeLoader):
         super().__init__(text)
         self.problems = problems
         self.depth = 0
+        self.aliases_refused = 0
+        self.first_unlisted: yaml.Mark | None = None
+
+    def _refuse(self, mark: yaml.Mark, what: str) -> None:
+        # An alias bomb has thousands: list a few, count the rest.
+        self.aliases_refused += 1
+        if self.aliases_refused <= _ALIASES_LISTED:
+            self.problems.append(_at(mark, f"{what}: {_NO_ALIAS}"))
+        elif self.first_unlisted is None:
+            self.first_unlisted = mark
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
             event = self.get_event()  # type: ignore[no-untyped-call]
-            self.problems.append(_at(event.start_mark, f"alias `*{event.anchor}`: " + _NO_ALIAS))
+            self._refuse(event.start_mark, f"alias `*{event.anchor}`")
             return yaml.ScalarNode("tag:yaml.org,2002:null", "", event.start_mark, event.end_mark)
         event = self.peek_event()  # type: ignore[no-untyped-call]
         anchor = getattr(event, "anchor", None)
         if anchor is not None:
-            self.problems.append(_at(event.start_mark, f"anchor `&{anchor}`: " + _NO_ALIAS))
+            self._refuse(event.start_mark, f"anchor `&{anchor}`")
             event.anchor = None  # keep composing to find every other problem
         self.depth += 1
         if self.depth > MAX_NESTING:
@@ -89,6 +99,7 @@ class _StrictLoader(yaml.SafeLoader):
             self.depth -= 1
 
 
+_ALIASES_LISTED: Final = 3
 _NO_ALIAS: Final = "anchors and aliases are not allowed; write the value out in full"
 
 
@@ -186,9 +197,15 @@ def _too_big(size: int) -> str:
 def _parse(text: str, filename: str) -> tuple[dict[str, Any], _Located]:
     """YAML text -> plain data, refusing unsafe or ambiguous YAML. Raises ConfigError."""
     problems: list[Problem] = []
-    loader = _StrictLoader(text, problems)
+    try:
+        loader = _StrictLoader(text, problems)
+    except yaml.reader.ReaderError as exc:
+        raise ConfigError([_unreadable_character(filename, text, exc)]) from None
     try:
         root = loader.get_single_node()
+        if loader.first_unlisted is not None:
+            more = loader.aliases_refused - _ALIASES_LISTED
+            problems.append(_at(loader.first_unlisted, f"and {more} more anchors or aliases"))
         located = _Located({}, {})
         if root is not None:
             _walk(root, (), located, problems)
@@ -197,6 +214,8 @@ def _parse(text: str, filename: str) -> tuple[dict[str, Any], _Located]:
         data = loader.construct_document(root)
     except _TooDeepError as exc:
         raise ConfigError(_render(filename, [exc.problem], _Located({}, {}))) from None
+    except yaml.reader.ReaderError as exc:
+        raise ConfigError([_unreadable_character(filename, text, exc)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([_syntax_line(filename, exc)]) from None
     finally:
@@ -257,20 +276,31 @@ def _walk_entry(
     _walk(value_node, (*loc, key), located, problems)
 
 
+def _unreadable_character(filename: str, text: str, exc: yaml.reader.ReaderError) -> str:
+    line = text.count("\n", 0, exc.position) + 1
+    column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+    character = f"U+{exc.character:04X}" if isinstance(exc.character, int) else exc.character
+    return (
+        f"{filename}:{line}: control character {character} at column {column} is not allowed "
+        "in a YAML file; remove it (was the file copied from a binary or a PDF?)"
+    )
+
+
 def _syntax_line(filename: str, exc: yaml.YAMLError) -> str:
     mark = getattr(exc, "problem_mark", None)
     problem = str(getattr(exc, "problem", None) or exc)
-    if isinstance(exc, yaml.reader.ReaderError):
-        problem = f"character {exc.character!r} is not allowed in a YAML file"
-        return f"{filename}: {problem} (position {exc.position}); remove it"
+    context = getattr(exc, "context", None)
+    context_mark = getattr(exc, "context_mark", None)
     if mark is None:
         return f"{filename}: YAML syntax error: {problem}"
     if "'\\t'" in problem:
         problem = "a tab character; YAML indents with spaces only, replace tabs with spaces"
-    elif "mapping values are not allowed" in problem:
-        problem += " (a missing space after `:`, or wrong indentation?)"
-    elif "expected a single document" in problem:
+    elif context and "single document" in context:
         problem = "more than one YAML document (`---`); a config is a single document"
+    elif context and context_mark is not None:
+        problem += f" ({context} at line {context_mark.line + 1})"
+    if "mapping values are not allowed" in problem or "could not find expected ':'" in problem:
+        problem += "; is a space missing after `:`, or is the indentation wrong?"
     return f"{filename}:{mark.line + 1}: YAML syntax error at column {mark.column + 1}: {problem}"
 
 

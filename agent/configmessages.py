@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel
 
+from agent.config import CONFIG_RULE_ERROR, Config
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -69,6 +71,12 @@ _TYPE_WORDS: Final[dict[str, str]] = {
     "tuple_type": "a list (lines starting with `- `)",
     "list_type": "a list (lines starting with `- `)",
 }
+# Patterns of models this module does not own, in words (drivers/base.py DeviceSettings.id).
+_PATTERN_WORDS: Final = {
+    r"^[a-z0-9][a-z0-9_-]{0,62}$": (
+        "1-63 lower-case letters, digits, '-' or '_', starting with a letter or digit, e.g. bp-cuff"
+    ),
+}
 _BOUNDS: Final = {
     "greater_than": "more than {gt}",
     "greater_than_equal": "at least {ge}",
@@ -94,20 +102,12 @@ def format_validation_errors(
     problems: list[Problem] = []
     for error in exc.errors(include_url=False):
         loc = tuple(error["loc"])
-        if error["type"] == "value_error" and "\n" in str(error.get("ctx", {}).get("error")):
-            problems.extend(_rule_lines(prefix + loc, str(error["ctx"]["error"])))
+        if error["type"] == CONFIG_RULE_ERROR:
+            pairs = error.get("ctx", {}).get("pairs", [])
+            problems.extend(Problem((*prefix, *loc, key), message) for key, message in pairs)
             continue
         message = _message(error, model, loc, source(prefix + loc))
         problems.append(Problem(prefix + loc, message))
-    return problems
-
-
-def _rule_lines(loc: Loc, text: str) -> list[Problem]:
-    """Split a cross-field rule error (``key: message`` lines) into one Problem per key."""
-    problems = []
-    for line in text.splitlines():
-        key, sep, message = line.partition(": ")
-        problems.append(Problem((*loc, key), message) if sep else Problem(loc, line))
     return problems
 
 
@@ -117,7 +117,8 @@ def _message(  # noqa: PLR0911 - one return per kind of error reads best
     kind = error["type"]
     ctx = error.get("ctx", {})
     if kind == "missing":
-        return f"required key `{loc[-1]}` is missing"
+        what = "section" if len(loc) == 1 and model is Config else "key"
+        return f"required {what} `{loc[-1]}` is missing"
     if kind == "extra_forbidden":
         return unknown_key_message(model, loc)
     if kind == "value_error":
@@ -125,10 +126,10 @@ def _message(  # noqa: PLR0911 - one return per kind of error reads best
     if kind in _TYPE_WORDS:
         return _type_message(_TYPE_WORDS[kind], error["input"], text, _field(model, loc))
     if kind in _BOUNDS:
-        bound = _BOUNDS[kind].format(**ctx)
+        bound = _BOUNDS[kind].format(**{k: _number(v) for k, v in ctx.items()})
         return f"{_show(error['input'], text)} is out of range; must be {bound}{_unit(loc)}"
     if kind == "literal_error":
-        return f"{_show(error['input'], text)} is not allowed; expected one of {ctx['expected']}"
+        return _choice_message(error["input"], text, _field(model, loc), str(ctx["expected"]))
     if kind in {"string_pattern_mismatch", "string_too_short", "string_too_long"}:
         return _text_message(error, _field(model, loc), text)
     return str(error["msg"])
@@ -138,10 +139,26 @@ def _type_message(expected: str, value: object, text: str | None, field: FieldIn
     found = _show(value, text)
     hint = _example(field)
     if expected == "text" and isinstance(value, (int, float, bool)) and text is not None:
-        return f"expected text, got {found} (read as {type(value).__name__}); quote it: '{text}'"
+        read_as = "true/false" if isinstance(value, bool) else "a number"
+        return f"expected text, got {found} (YAML reads it as {read_as}); quote it: '{text}'"
     if value is None:
         return f"expected {expected}, but the value is empty{hint}"
     return f"expected {expected}, got {found}{hint}"
+
+
+def _choice_message(value: object, text: str | None, field: FieldInfo | None, expected: str) -> str:
+    choices = {
+        str(arg).lower(): str(arg) for arg in _literal_args(field.annotation if field else None)
+    }
+    close = difflib.get_close_matches(str(value).lower(), list(choices), n=1, cutoff=0.6)
+    hint = f"did you mean `{choices[close[0]]}`? " if close else ""
+    return f"{_show(value, text)} is not allowed; {hint}expected one of {expected}"
+
+
+def _literal_args(annotation: Any) -> list[Any]:  # noqa: ANN401 - any type hint
+    if typing.get_origin(annotation) is typing.Literal:
+        return list(typing.get_args(annotation))
+    return [value for arg in typing.get_args(annotation) for value in _literal_args(arg)]
 
 
 def _text_message(error: ErrorDetails, field: FieldInfo | None, text: str | None) -> str:
@@ -150,9 +167,14 @@ def _text_message(error: ErrorDetails, field: FieldInfo | None, text: str | None
         return f"must not be empty{_example(field)}"
     if error["type"] == "string_too_long":
         return f"is too long; at most {error.get('ctx', {}).get('max_length')} characters"
+    pattern = str(error.get("ctx", {}).get("pattern"))
     described = field.description if field is not None and field.description else None
-    expected = described or f"text matching {error.get('ctx', {}).get('pattern')}"
+    expected = _PATTERN_WORDS.get(pattern) or described or f"text matching {pattern}"
     return f"{found} is not valid; expected {expected}{_example(field)}"
+
+
+def _number(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _show(value: object, text: str | None) -> str:
