@@ -143,6 +143,10 @@ def decode_racp_response(data: bytes) -> RacpNumberOfRecords | RacpResponse:
     """Decode a server indication on the RACP (§7.4)."""
     reader = Reader(data, "racp")
     op_code = reader.uint(1, "op_code")
+    if op_code not in {OpCode.NUMBER_OF_RECORDS_RESPONSE, OpCode.RESPONSE_CODE}:
+        raise DecodeError(
+            "racp.op_code", f"expected 0x05 or 0x06 (server response), got 0x{op_code:02x}"
+        )
     operator = reader.uint(1, "operator")
     if operator != Operator.NULL:
         raise DecodeError("racp.operator", f"expected 0x00 (Null), got 0x{operator:02x}")
@@ -151,15 +155,10 @@ def decode_racp_response(data: bytes) -> RacpNumberOfRecords | RacpResponse:
         if size not in _COUNT_SIZES:
             raise DecodeError("racp.count", f"expected 1, 2 or 4 bytes, got {size}")
         return RacpNumberOfRecords(count=reader.uint(size, "count"))
-    if op_code == OpCode.RESPONSE_CODE:
-        request = reader.uint(1, "request_op_code")
-        code = reader.uint(1, "response_code")
-        reader.expect_end()
-        name = _RESPONSE_NAMES.get(code, "reserved")
-        return RacpResponse(request_op_code=request, response_code=code, response=name)
-    raise DecodeError(
-        "racp.op_code", f"expected 0x05 or 0x06 (server response), got 0x{op_code:02x}"
-    )
+    request = reader.uint(1, "request_op_code")
+    code = reader.uint(1, "response_code")
+    reader.expect_end()
+    return RacpResponse(request, code, _RESPONSE_NAMES.get(code, "reserved"))
 
 
 def decode_racp_request(data: bytes) -> RacpRequest:
