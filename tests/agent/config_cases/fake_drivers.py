@@ -30,6 +30,7 @@ class FakeBleSettings(DeviceSettings):
     driver: Literal["test-ble-cuff"]
     address: MacAddress
     pair: bool = False
+    passkey: str | None = None  # a secret: redacted from the remote `config` view
 
 
 def _never_built(*_args: object) -> None:
