@@ -1,0 +1,185 @@
+"""How the outbox stores a Reading compactly: a shared context plus a small per-row body.
+
+Pure: no sqlite3, no asyncio, no clock. A reading is split into
+- its *context* (device identity, patient binding, driver version, boot id), which
+  repeats for every reading of a device session and is stored once per outbox;
+- its *body*, a compact JSON list of the fields that change per reading;
+- its ``reading_id`` (16 raw bytes, a column of its own) and its *natural-key hash*.
+
+The natural key is stored as 24 bytes: an 8-byte prefix and 16 identifying bytes.
+Device records (keys built from the device's sequence number or timestamp) must map to
+the same bytes however late they are re-sent: zero prefix + the first 16 bytes of the
+key's SHA-256. Stream samples have keys made of their own random ``reading_id`` (see
+``agent.readings.natural_key_for``): receipt-time prefix + the reading_id's bytes, so
+inserts append to the end of the UNIQUE index instead of rewriting a random index page
+per row (a 4 KiB page write per reading would break the disk-wear budget).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from agent.clock import HubTime, TimeSource
+from agent.readings import Cadence, DeviceIdentity, Kind, PatientBinding, Quantity, Reading
+
+CADENCE_CODES: Final[dict[Cadence, int]] = {Cadence.SPOT: 0, Cadence.CONTINUOUS: 1}
+_DEVICE_FIELDS: Final = DeviceIdentity.__slots__
+_ZERO_PREFIX: Final = bytes(8)
+_JSON_SEPARATORS: Final = (",", ":")
+_ENCODER: Final = json.JSONEncoder(separators=_JSON_SEPARATORS)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingContext:
+    """What a reading shares with the other readings of its device session."""
+
+    device: DeviceIdentity
+    patient: PatientBinding
+    driver_version: str
+    boot_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedReading:
+    """One reading ready for an INSERT: every field is what the row stores."""
+
+    natural_key_hash: bytes
+    reading_id: bytes
+    cadence: int
+    context_json: str
+    body: str
+
+
+def context_of(reading: Reading) -> ReadingContext:
+    """The shared part of ``reading``."""
+    return ReadingContext(
+        reading.device, reading.patient, reading.driver_version, reading.received.boot_id
+    )
+
+
+def encode_context(context: ReadingContext) -> str:
+    """Deterministic JSON for a context (equal contexts give equal text)."""
+    return json.dumps(
+        [
+            [getattr(context.device, name) for name in _DEVICE_FIELDS],
+            [context.patient.patient_id, context.patient.binding_version],
+            context.driver_version,
+            context.boot_id,
+        ],
+        separators=_JSON_SEPARATORS,
+    )
+
+
+def decode_context(text: str) -> ReadingContext:
+    """Reverse ``encode_context``."""
+    device, patient, driver_version, boot_id = json.loads(text)
+    return ReadingContext(
+        DeviceIdentity(**dict(zip(_DEVICE_FIELDS, device, strict=True))),
+        PatientBinding(patient[0], patient[1]),
+        driver_version,
+        boot_id,
+    )
+
+
+def _id_form_key(reading: Reading) -> str:
+    # Must match agent.readings.natural_key_for for a sample with no device record id.
+    return f"{reading.device.device_id}:{reading.kind.value}:id:{reading.reading_id}"
+
+
+def _natural_key_hash(reading: Reading, is_id_form: bool) -> bytes:
+    if is_id_form:
+        # The key's only varying part is the reading_id itself: no hash needed.
+        micros = max(0, int(reading.received.utc.timestamp() * 1_000_000))
+        return micros.to_bytes(8, "big") + reading.reading_id.bytes
+    return _ZERO_PREFIX + hashlib.sha256(reading.natural_key.encode()).digest()[:16]
+
+
+def natural_key_hash(reading: Reading) -> bytes:
+    """The 24 bytes the UNIQUE index holds for ``reading.natural_key`` (module docstring)."""
+    return _natural_key_hash(reading, reading.natural_key == _id_form_key(reading))
+
+
+def _encode_body(reading: Reading, is_id_form: bool) -> str:
+    received_utc = reading.received.utc.isoformat()
+    effective: str | None = None
+    if reading.effective_time is not reading.received.utc:
+        effective = reading.effective_time.isoformat()
+        if effective == received_utc:
+            effective = None
+    return _ENCODER.encode(
+        [
+            reading.kind.value,
+            reading.cadence.value,
+            [[q.name, q.value, q.unit, q.special] for q in reading.values],
+            received_utc,
+            reading.received.monotonic_ns,
+            reading.received.clock_synced,
+            effective,
+            reading.time_source.value,
+            None if is_id_form else reading.natural_key,
+            reading.device_time,
+            reading.device_seq,
+            reading.device_clock_offset_s,
+            reading.time_flags,
+            reading.status,
+            reading.extra,
+        ]
+    )
+
+
+def encode_body(reading: Reading) -> str:
+    """The per-reading fields as compact JSON (derivable fields stored as null)."""
+    return _encode_body(reading, reading.natural_key == _id_form_key(reading))
+
+
+def encode_reading(reading: Reading, context_json: str) -> EncodedReading:
+    """Everything the INSERT needs; ``context_json`` is ``encode_context`` (cached by caller)."""
+    is_id_form = reading.natural_key == _id_form_key(reading)
+    return EncodedReading(
+        natural_key_hash=_natural_key_hash(reading, is_id_form),
+        reading_id=reading.reading_id.bytes,
+        cadence=CADENCE_CODES[reading.cadence],
+        context_json=context_json,
+        body=_encode_body(reading, is_id_form),
+    )
+
+
+def decode_reading(reading_id: bytes, context: ReadingContext, body: str) -> Reading:
+    """Rebuild the Reading stored by ``encode_reading``."""
+    fields: list[Any] = json.loads(body)
+    (kind, cadence, values, received_utc, monotonic_ns, synced, effective, time_source) = fields[:8]
+    natural_key, device_time, device_seq, offset_s, flags, status, extra = fields[8:]
+    received = HubTime(
+        utc=datetime.fromisoformat(received_utc),
+        monotonic_ns=monotonic_ns,
+        boot_id=context.boot_id,
+        clock_synced=synced,
+    )
+    rid = uuid.UUID(bytes=reading_id)
+    kind_value = Kind(kind)
+    if natural_key is None:
+        natural_key = f"{context.device.device_id}:{kind_value}:id:{rid}"
+    return Reading(
+        reading_id=rid,
+        device=context.device,
+        patient=context.patient,
+        kind=kind_value,
+        cadence=Cadence(cadence),
+        values=tuple(Quantity(n, v, u, s) for n, v, u, s in values),
+        received=received,
+        effective_time=received.utc if effective is None else datetime.fromisoformat(effective),
+        time_source=TimeSource(time_source),
+        natural_key=natural_key,
+        driver_version=context.driver_version,
+        device_time=device_time,
+        device_seq=device_seq,
+        device_clock_offset_s=offset_s,
+        time_flags=tuple(flags),
+        status=tuple(status),
+        extra=dict(extra),
+    )

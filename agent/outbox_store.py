@@ -1,0 +1,411 @@
+"""The outbox's synchronous SQLite side. Every method runs on the outbox's one executor thread.
+
+``agent.outbox.Outbox`` is the async face; this class owns the one connection and keeps
+the row counts in memory (updated only after a COMMIT succeeds) so health can read them
+without a COUNT over millions of rows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Final
+
+from agent.errors import OutboxError
+from agent.outbox_codec import ReadingContext, decode_context, decode_reading
+from agent.outbox_schema import (
+    DELIVERED,
+    PENDING,
+    REJECTED,
+    SENT,
+    STATE_NAMES,
+    configure,
+    connect,
+    find_corruption,
+    migrate,
+    quarantine,
+    refuse_newer,
+)
+from agent.readings import StoredReading
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from pathlib import Path
+
+    from agent.outbox_codec import EncodedReading
+
+logger = logging.getLogger("agent.outbox")
+
+_CONTINUOUS: Final = 1
+_SPOT: Final = 0
+_SELECT_ROWS: Final = (
+    "SELECT seq, state, reading_id, context, reject_reason, body FROM readings "
+    "WHERE state = ? AND seq > ? ORDER BY seq LIMIT ?"
+)
+_LOOKUP_CHUNK: Final = 500  # natural keys per IN (...) look-up, below SQLite's variable limit
+_INSERT: Final = (
+    "INSERT INTO readings(state, cadence, natural_key, reading_id, context, body) "
+    "VALUES (0, ?, ?, ?, ?, ?)"
+)
+
+
+@dataclass(slots=True)
+class Eviction:
+    """What making room for new readings removed, by kind and by state."""
+
+    audit_truncated: int = 0
+    continuous: int = 0
+    spot: int = 0
+    by_state: dict[int, int] = field(default_factory=dict)
+
+
+def _advice(exc: sqlite3.Error) -> str:
+    name = getattr(exc, "sqlite_errorname", "")
+    if name.startswith("SQLITE_FULL"):
+        return "the outbox disk is full; free space on its partition"
+    if name.startswith("SQLITE_IOERR"):
+        return "the storage device reported an I/O error; check it (dmesg)"
+    if name.startswith("SQLITE_BUSY"):
+        return "another process holds the outbox lock; is a second agent running?"
+    return "see the SQLite error"
+
+
+class OutboxStore:
+    """One SQLite connection and the in-memory view of its counts."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: Path,
+        *,
+        capacity_readings: int,
+        receipts: bool,
+        quarantined: Path | None,
+    ) -> None:
+        """Take over an open, migrated connection and load counts, counters and contexts."""
+        self._conn = conn
+        self.path = path
+        self.capacity_readings = capacity_readings
+        self.receipts = receipts
+        self.quarantined = quarantined
+        self.commits = 0
+        self.duplicates_total = 0
+        self.counts = dict.fromkeys(STATE_NAMES, 0)
+        for state, count in conn.execute("SELECT state, count(*) FROM readings GROUP BY state"):
+            self.counts[state] = count
+        self.counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
+        self._context_ids: dict[str, int] = {}
+        self._contexts: dict[int, ReadingContext] = {}
+        for context_id, body in conn.execute("SELECT id, body FROM contexts"):
+            self._context_ids[body] = context_id
+            self._contexts[context_id] = decode_context(body)
+
+    @classmethod
+    def open(cls, path: Path, *, capacity_readings: int, receipts: bool) -> OutboxStore:
+        """Open (creating, migrating, or quarantining a corrupt file) the outbox at ``path``."""
+        quarantined: Path | None = None
+        conn = connect(path)
+        problem = find_corruption(conn)
+        if problem is not None:
+            conn.close()
+            try:
+                quarantined = quarantine(path)
+            except OSError as exc:
+                raise OutboxError(f"{path}: corrupt and cannot be moved aside: {exc}") from exc
+            logger.critical(
+                "outbox database is corrupt (%s); moved to %s; starting a fresh outbox",
+                problem,
+                quarantined,
+            )
+            conn = connect(path)
+        try:
+            refuse_newer(conn, path)
+            configure(conn, path)
+            migrate(conn, path)
+            cls._set_receipt_index(conn, receipts=receipts)
+            return cls(
+                conn,
+                path,
+                capacity_readings=capacity_readings,
+                receipts=receipts,
+                quarantined=quarantined,
+            )
+        except sqlite3.Error as exc:
+            conn.close()
+            raise OutboxError(f"{path}: cannot open the outbox: {exc}") from exc
+        except OutboxError:
+            conn.close()
+            raise
+
+    @staticmethod
+    def _set_receipt_index(conn: sqlite3.Connection, *, receipts: bool) -> None:
+        # Receipts look rows up by reading_id. A random-UUID index costs a page write per
+        # row, so it exists only when receipts are on, and holds only sent rows.
+        if receipts:
+            conn.execute(
+                "CREATE INDEX IF NOT EXISTS readings_sent_by_id "
+                "ON readings(reading_id) WHERE state = 1"
+            )
+        else:
+            conn.execute("DROP INDEX IF EXISTS readings_sent_by_id")
+
+    # -- transactions -------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self, action: str) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT; any SQLite failure rolls back and becomes OutboxError."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            yield
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(action)
+            raise OutboxError(f"outbox {action} failed ({exc}): {_advice(exc)}") from exc
+        self.commits += 1
+
+    def _rollback(self, action: str) -> None:
+        if not self._conn.in_transaction:
+            return  # SQLite already rolled back (e.g. a failed COMMIT on a full disk)
+        try:
+            self._conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            logger.warning("outbox rollback after a failed %s also failed: %s", action, exc)
+
+    # -- capture ------------------------------------------------------------------
+
+    def capture_groups(self, groups: Sequence[Sequence[EncodedReading]]) -> list[tuple[int, int]]:
+        """Insert every group in ONE transaction; per group, (stored, duplicates)."""
+        new_contexts: dict[str, int] = {}
+        results: list[tuple[int, int]] = []
+        with self._transaction("capture"):
+            for group in groups:
+                fresh = self._without_known(group)
+                self._conn.executemany(
+                    _INSERT,
+                    [
+                        (
+                            enc.cadence,
+                            enc.natural_key_hash,
+                            enc.reading_id,
+                            self._context_id(enc.context_json, new_contexts),
+                            enc.body,
+                        )
+                        for enc in fresh
+                    ],
+                )
+                results.append((len(fresh), len(group) - len(fresh)))
+            stored_total = sum(stored for stored, _ in results)
+            eviction = self._make_room(stored_total)
+        for body, context_id in new_contexts.items():
+            self._context_ids[body] = context_id
+            self._contexts[context_id] = decode_context(body)
+        self.counts[PENDING] += stored_total
+        self.duplicates_total += sum(dups for _, dups in results)
+        if eviction is not None:
+            self._apply_eviction(eviction)
+        return results
+
+    def _without_known(self, group: Sequence[EncodedReading]) -> list[EncodedReading]:
+        """Drop readings whose natural key is stored already or repeats within ``group``.
+
+        Checked before inserting (not INSERT OR IGNORE): an ignored insert still uses up
+        an AUTOINCREMENT seq, and the backend would read that gap as a lost reading.
+        """
+        keys = [enc.natural_key_hash for enc in group]
+        seen: set[bytes] = set()
+        for start in range(0, len(keys), _LOOKUP_CHUNK):
+            chunk = keys[start : start + _LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            seen.update(
+                row[0]
+                for row in self._conn.execute(
+                    f"SELECT natural_key FROM readings WHERE natural_key IN ({marks})",  # noqa: S608
+                    chunk,
+                )
+            )
+        fresh: list[EncodedReading] = []
+        for enc in group:
+            if enc.natural_key_hash not in seen:
+                seen.add(enc.natural_key_hash)
+                fresh.append(enc)
+        return fresh
+
+    def _context_id(self, body: str, new_contexts: dict[str, int]) -> int:
+        known = self._context_ids.get(body)
+        if known is None:
+            known = new_contexts.get(body)
+        if known is None:
+            cursor = self._conn.execute("INSERT INTO contexts(body) VALUES (?)", (body,))
+            known = int(cursor.lastrowid or 0)
+            new_contexts[body] = known
+        return known
+
+    # -- capacity -----------------------------------------------------------------
+
+    def _make_room(self, new_rows: int) -> Eviction | None:
+        """Delete rows so at most ``capacity_readings`` are pending, rejected or sent.
+
+        Order: sent rows (oldest first; they are only kept for audit), then continuous
+        rows (pending or rejected) thinned every other one from the oldest, and only when
+        no continuous row is left the oldest spot rows. Rejected rows are treated like
+        pending ones so a stream of new spot readings never loses to old rejected samples.
+        """
+        live = self.counts[PENDING] + self.counts[SENT] + self.counts[REJECTED] + new_rows
+        excess = live - self.capacity_readings
+        if excess <= 0:
+            return None
+        # A little slack so a full outbox evicts (and warns) once per ~0.1 % of capacity
+        # rather than on every commit.
+        remaining = excess + self.capacity_readings // 1000
+        eviction = Eviction()
+        sent = self._conn.execute(
+            "SELECT seq, state FROM readings INDEXED BY readings_by_age "
+            "WHERE state IN (1, 2) AND state = 1 ORDER BY state_at_us LIMIT ?",
+            (remaining,),
+        ).fetchall()
+        eviction.audit_truncated = self._delete(sent, eviction)
+        remaining -= eviction.audit_truncated
+        while remaining > 0:
+            oldest = self._oldest_unsent(_CONTINUOUS, 2 * remaining)
+            if not oldest:
+                break
+            victims = oldest[::2][:remaining]
+            eviction.continuous += self._delete(victims, eviction)
+            remaining -= len(victims)
+        if remaining > 0:
+            eviction.spot = self._delete(self._oldest_unsent(_SPOT, remaining), eviction)
+        self._conn.executemany(
+            "UPDATE counters SET value = value + ? WHERE name = ?",
+            [
+                (eviction.audit_truncated, "audit_truncated"),
+                (eviction.continuous, "evicted_continuous"),
+                (eviction.spot, "evicted_spot"),
+            ],
+        )
+        return eviction
+
+    def _oldest_unsent(self, cadence: int, limit: int) -> list[tuple[int, int]]:
+        # "+state" keeps SQLite on the seq order of the table instead of the state index.
+        return self._conn.execute(
+            "SELECT seq, state FROM readings WHERE cadence = ? AND +state IN (0, 3) "
+            "ORDER BY seq LIMIT ?",
+            (cadence, limit),
+        ).fetchall()
+
+    def _delete(self, rows: Sequence[tuple[int, int]], eviction: Eviction) -> int:
+        self._conn.executemany("DELETE FROM readings WHERE seq = ?", [(seq,) for seq, _ in rows])
+        for _, state in rows:
+            eviction.by_state[state] = eviction.by_state.get(state, 0) + 1
+        return len(rows)
+
+    def _apply_eviction(self, eviction: Eviction) -> None:
+        for state, n in eviction.by_state.items():
+            self.counts[state] -= n
+        self.counters["audit_truncated"] += eviction.audit_truncated
+        self.counters["evicted_continuous"] += eviction.continuous
+        self.counters["evicted_spot"] += eviction.spot
+        logger.warning(
+            "outbox full (capacity %d readings): removed %d sent rows before their audit "
+            "window, evicted %d continuous and %d spot unsent readings",
+            self.capacity_readings,
+            eviction.audit_truncated,
+            eviction.continuous,
+            eviction.spot,
+        )
+
+    # -- state changes ------------------------------------------------------------
+
+    def change_state(
+        self, sql: str, params: Sequence[tuple[object, ...]], from_state: int, to_state: int
+    ) -> int:
+        """Run one UPDATE per params row in a transaction; move the counts; rows changed."""
+        with self._transaction("state change"):
+            before = self._conn.total_changes
+            self._conn.executemany(sql, params)
+            changed = self._conn.total_changes - before
+        self.counts[from_state] -= changed
+        self.counts[to_state] += changed
+        return changed
+
+    def requeue_all_rejected(self) -> int:
+        """Every rejected row back to pending."""
+        with self._transaction("requeue"):
+            cursor = self._conn.execute(
+                "UPDATE readings SET state = 0, reject_reason = NULL, state_at_us = NULL "
+                "WHERE state = 3"
+            )
+            changed = cursor.rowcount
+        self.counts[REJECTED] -= changed
+        self.counts[PENDING] += changed
+        return changed
+
+    def purge_chunk(self, cutoff_us: int, limit: int) -> int:
+        """Delete up to ``limit`` purgeable rows whose state changed before ``cutoff_us``."""
+        states = (DELIVERED,) if self.receipts else (SENT, DELIVERED)
+        placeholders = ",".join("?" * len(states))
+        with self._transaction("purge"):
+            rows = self._conn.execute(
+                f"SELECT seq, state FROM readings INDEXED BY readings_by_age "  # noqa: S608
+                f"WHERE state IN (1, 2) "
+                f"AND state IN ({placeholders}) AND state_at_us < ? LIMIT ?",
+                (*states, cutoff_us, limit),
+            ).fetchall()
+            eviction = Eviction()
+            self._delete(rows, eviction)
+        for state, n in eviction.by_state.items():
+            self.counts[state] -= n
+        return len(rows)
+
+    # -- reads --------------------------------------------------------------------
+
+    def select(self, state: int, after_seq: int, limit: int) -> list[StoredReading]:
+        """Rows in ``state`` with seq > ``after_seq``, in seq order."""
+        rows = self._conn.execute(_SELECT_ROWS, (state, after_seq, limit)).fetchall()
+        return [
+            StoredReading(
+                seq=seq,
+                reading=decode_reading(reading_id, self._contexts[context], body),
+                state=STATE_NAMES[row_state],
+                reject_reason=reason,
+            )
+            for seq, row_state, reading_id, context, reason, body in rows
+        ]
+
+    def oldest_pending(self) -> tuple[int, datetime] | None:
+        """Seq and hub receipt time of the oldest pending row."""
+        row = self._conn.execute(
+            "SELECT seq, body FROM readings WHERE state = 0 ORDER BY seq LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        received = datetime.fromisoformat(json.loads(row[1])[3])
+        return int(row[0]), received.astimezone(UTC)
+
+    def last_seq(self) -> int:
+        """The highest seq ever handed out (kept by AUTOINCREMENT across deletes)."""
+        row = self._conn.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'readings'"
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def db_bytes(self) -> int:
+        """Main database plus WAL size on disk."""
+        total = 0
+        for suffix in ("", "-wal"):
+            side = self.path.with_name(self.path.name + suffix)
+            if side.exists():
+                total += side.stat().st_size
+        return total
+
+    def close(self) -> None:
+        """Checkpoint the WAL into the main file and close."""
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            # The WAL stays and is replayed at the next open: nothing is lost.
+            logger.warning("outbox checkpoint at close failed: %s", exc)
+        self._conn.close()
