@@ -1,0 +1,159 @@
+"""Shared pieces for the BLE driver tests: a recording reporter, a real-SQLite sink, payloads.
+
+The sink is a minimal stand-in for agent/outbox.py (not landed when these tests were
+written): a real SQLite file with the natural key UNIQUE, committing before returning,
+exactly the contract ``ReadingSink`` states.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from agent.clock import SystemClock
+from agent.readings import PatientBinding, Reading, reading_to_dict
+from drivers._codecs import bp, gls, hrs
+from drivers._codecs.ieee11073 import DateTimeFields, MedFloat
+from drivers.base import CaptureResult, DeviceState, DriverContext
+from drivers.emulators import ble_payloads
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+    from agent.readings import DeviceIdentity
+
+PATIENT = PatientBinding(patient_id="patient-test-1", binding_version=3)
+
+
+@dataclass
+class RecordingReporter:
+    """A ``DeviceReporter`` that remembers everything it was told."""
+
+    states: list[tuple[DeviceState, str | None]] = field(default_factory=list)
+    counters: Counter[str] = field(default_factory=Counter)
+    identity: DeviceIdentity | None = None
+    battery: int | None = None
+    rssi: int | None = None
+    clock_offset_s: float | None = None
+
+    def set_state(self, state: DeviceState, reason: str | None = None) -> None:
+        self.states.append((state, reason))
+
+    def set_identity(self, identity: DeviceIdentity) -> None:
+        self.identity = identity
+
+    def set_battery(self, percent: int) -> None:
+        self.battery = percent
+
+    def set_signal(self, rssi_dbm: int) -> None:
+        self.rssi = rssi_dbm
+
+    def set_clock_offset(self, offset_s: float) -> None:
+        self.clock_offset_s = offset_s
+
+    def count(self, counter: str, n: int = 1) -> None:
+        self.counters[counter] += n
+
+
+class SqliteSink:
+    """Real SQLite, natural key UNIQUE, COMMIT before ``capture`` returns."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with sqlite3.connect(path) as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS readings (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+                " natural_key TEXT UNIQUE NOT NULL, body TEXT NOT NULL)"
+            )
+        self.captured = asyncio.Event()
+
+    def _store(self, readings: Sequence[Reading]) -> CaptureResult:
+        stored = 0
+        db = sqlite3.connect(self.path)
+        try:
+            with db:
+                for reading in readings:
+                    cursor = db.execute(
+                        "INSERT OR IGNORE INTO readings (natural_key, body) VALUES (?, ?)",
+                        (reading.natural_key, json.dumps(reading_to_dict(reading))),
+                    )
+                    stored += cursor.rowcount
+        finally:
+            db.close()
+        return CaptureResult(stored=stored, duplicates=len(readings) - stored)
+
+    async def capture(self, readings: Sequence[Reading]) -> CaptureResult:
+        result = await asyncio.to_thread(self._store, readings)
+        self.captured.set()
+        return result
+
+    def rows(self) -> list[dict[str, Any]]:
+        with sqlite3.connect(self.path) as db:
+            bodies = [r[0] for r in db.execute("SELECT body FROM readings ORDER BY seq")]
+        return [json.loads(b) for b in bodies]
+
+
+def make_ctx(sink: SqliteSink, reporter: RecordingReporter) -> DriverContext:
+    return DriverContext(
+        sink=sink,
+        clock=SystemClock(),
+        reporter=reporter,
+        patient=PATIENT,
+        timezone_name="Europe/London",
+    )
+
+
+def bp_payload(systolic: int, diastolic: int, minute: int) -> bytes:
+    """A BP record with its own device timestamp (what makes re-sends dedupe)."""
+    return ble_payloads.encode_bp_measurement(
+        bp.BloodPressureMeasurement(
+            systolic=MedFloat.of(systolic),
+            diastolic=MedFloat.of(diastolic),
+            mean_arterial_pressure=MedFloat.of((systolic + 2 * diastolic) // 3),
+            unit="mmHg",
+            timestamp=DateTimeFields(2026, 11, 26, 8, minute, 0),
+            pulse_rate=MedFloat.of(64),
+        )
+    )
+
+
+def hr_payload(bpm: int) -> bytes:
+    return ble_payloads.encode_heart_rate_measurement(
+        hrs.HeartRateMeasurement(heart_rate=bpm, sensor_contact_supported=True, sensor_contact=True)
+    )
+
+
+def glucose_payload(sequence: int, mg_dl: int, *, context_follows: bool = False) -> bytes:
+    return ble_payloads.encode_glucose_measurement(
+        gls.GlucoseMeasurement(
+            sequence_number=sequence,
+            base_time=DateTimeFields(2026, 11, 26, 7, sequence % 60, 0),
+            time_offset_minutes=0,
+            concentration=MedFloat.of(f"{mg_dl}e-5"),
+            unit="kg/L",
+            type_code=1,
+            sample_location_code=1,
+            context_follows=context_follows,
+        )
+    )
+
+
+def glucose_context(sequence: int) -> bytes:
+    return ble_payloads.encode_glucose_context(gls.GlucoseContext(sequence_number=sequence, meal=1))
+
+
+async def wait_until(predicate: object, timeout_s: float = 10.0) -> None:
+    """Poll a condition on the event loop (the radio is in-process; this is quick)."""
+    async with asyncio.timeout(timeout_s):
+        while not predicate():  # type: ignore[operator]
+            await asyncio.sleep(0.01)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
