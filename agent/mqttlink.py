@@ -1,0 +1,213 @@
+"""One MQTT connection: a fresh paho client driven by the asyncio event loop.
+
+paho's network calls (``loop_read``/``loop_write``/``loop_misc``) run on the loop through
+``add_reader``/``add_writer``, so every paho callback (CONNACK, PUBACK with its MQTT 5
+reason code, incoming messages) runs on the loop thread. The one exception is the
+blocking TCP connect + TLS handshake inside ``client.connect``: it runs in a worker thread
+(``asyncio.to_thread``), bounded by paho's ``connect_timeout``, and while it runs our
+socket callbacks only record what paho asked for; ``open`` attaches them on the loop after.
+
+A link is used for one connection only. Reconnecting makes a new link, so nothing paho
+queued for an old session is ever re-sent behind the outbox's back: the outbox, not paho,
+decides what is republished (reliability.md R3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any, Final
+
+import paho.mqtt.client as mqtt
+
+from agent.errors import PublishError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from paho.mqtt.client import SocketLike
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
+
+log = logging.getLogger(__name__)
+
+MISC_INTERVAL_S: Final = 1.0  # paho's own loop calls loop_misc about once a second
+
+
+class MqttLink:
+    """A connected (or connecting) paho client, its socket on the event loop."""
+
+    def __init__(
+        self,
+        client: mqtt.Client,
+        on_ack: Callable[[MqttLink, int, int], None],
+        on_message: Callable[[str, bytes, Properties | None], None],
+    ) -> None:
+        """Wire paho's callbacks; no I/O until ``open``."""
+        self.client = client
+        self._loop = asyncio.get_running_loop()
+        self._on_ack = on_ack
+        self._on_message = on_message
+        self._sock: SocketLike | None = None
+        self._want_write = False
+        self._attached = False
+        self._connack: asyncio.Future[int] = self._loop.create_future()
+        self.closed: asyncio.Future[str] = self._loop.create_future()
+        self.waiters: dict[int, asyncio.Future[int]] = {}
+        self._misc_task: asyncio.Task[None] | None = None
+        client.on_socket_open = self._socket_open
+        client.on_socket_close = self._socket_close
+        client.on_socket_register_write = self._register_write
+        client.on_socket_unregister_write = self._unregister_write
+        client.on_connect = self._connected
+        client.on_disconnect = self._disconnected
+        client.on_publish = self._published
+        client.on_message = self._message
+
+    @property
+    def is_connected(self) -> bool:
+        """CONNACK accepted and the socket not lost since."""
+        return (
+            self._connack.done()
+            and not self._connack.cancelled()
+            and self._connack.exception() is None
+            and self._connack.result() < 0x80  # noqa: PLR2004 - MQTT 5 failure threshold
+            and not self.closed.done()
+        )
+
+    async def open(
+        self, host: str, port: int, keepalive_s: int, *, mqtt5: bool, thread_timeout_s: float
+    ) -> int:
+        """TCP (+TLS) connect in a worker thread, then wait for CONNACK; return its code.
+
+        Raises:
+            OSError, ssl.SSLError: the TCP connect or TLS handshake failed.
+            TimeoutError: paho's connect timed out.
+        """
+        clean: Any = True if mqtt5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY
+        worker = asyncio.ensure_future(
+            asyncio.to_thread(self.client.connect, host, port, keepalive_s, clean_start=clean)
+        )
+        try:
+            # paho's own connect_timeout ends the thread; this bound only guards the loop.
+            await asyncio.wait_for(asyncio.shield(worker), thread_timeout_s + 1.0)
+        except BaseException:
+            worker.add_done_callback(lambda _f: self.abort())
+            raise
+        self._attach()
+        self._misc_task = asyncio.create_task(self._misc(), name="mqtt-misc")
+        return await self._connack
+
+    def _attach(self) -> None:
+        self._attached = True
+        if self._sock is not None:
+            self._loop.add_reader(self._sock, self._read)
+            if self._want_write:
+                self._loop.add_writer(self._sock, self._write)
+
+    def _read(self) -> None:
+        self.client.loop_read()
+
+    def _write(self) -> None:
+        self.client.loop_write()
+
+    async def _misc(self) -> None:
+        while not self.closed.done():
+            await asyncio.sleep(MISC_INTERVAL_S)
+            # Sends PINGREQ when due and drops a half-open connection whose PINGRESP
+            # never came (paho keepalive); the loss then reaches _disconnected.
+            self.client.loop_misc()
+
+    def _socket_open(self, _c: mqtt.Client, _u: object, sock: SocketLike) -> None:
+        self._sock = sock
+        if self._attached:
+            self._loop.add_reader(sock, self._read)
+
+    def _socket_close(self, _c: mqtt.Client, _u: object, sock: SocketLike) -> None:
+        if self._attached:
+            self._loop.remove_reader(sock)
+            self._loop.remove_writer(sock)
+        self._sock = None
+
+    def _register_write(self, _c: mqtt.Client, _u: object, sock: SocketLike) -> None:
+        self._want_write = True
+        if self._attached:
+            self._loop.add_writer(sock, self._write)
+
+    def _unregister_write(self, _c: mqtt.Client, _u: object, sock: SocketLike) -> None:
+        self._want_write = False
+        if self._attached:
+            self._loop.remove_writer(sock)
+
+    def _connected(
+        self, _c: mqtt.Client, _u: object, _f: object, code: ReasonCode, _p: object
+    ) -> None:
+        if not self._connack.done():
+            self._connack.set_result(int(code.value))
+
+    def _disconnected(
+        self, _c: mqtt.Client, _u: object, _f: object, code: ReasonCode, _p: object
+    ) -> None:
+        reason = str(code.getName()) if code is not None else "connection lost"
+        if not self._connack.done():
+            self._connack.set_exception(ConnectionError(f"closed before CONNACK: {reason}"))
+        if not self.closed.done():
+            self.closed.set_result(reason)
+        lost = PublishError(f"connection to the broker lost ({reason})")
+        for waiter in self.waiters.values():
+            if not waiter.done():
+                waiter.set_exception(lost)
+        self.waiters.clear()
+
+    def _published(
+        self, _c: mqtt.Client, _u: object, mid: int, code: ReasonCode, _p: object
+    ) -> None:
+        waiter = self.waiters.pop(mid, None)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(int(code.value))
+            return
+        self._on_ack(self, mid, int(code.value))
+
+    def _message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
+        self._on_message(message.topic, bytes(message.payload), message.properties)
+
+    async def wait_ack(self, mid: int) -> int:
+        """Wait for the PUBACK of a message published outside the readings window."""
+        waiter: asyncio.Future[int] = self._loop.create_future()
+        self.waiters[mid] = waiter
+        return await waiter
+
+    def abort(self) -> None:
+        """Drop the connection without a DISCONNECT (the will fires); idempotent."""
+        if self._misc_task is not None:
+            self._misc_task.cancel()
+        sock = self._sock
+        if sock is not None:
+            if self._attached:
+                self._loop.remove_reader(sock)
+                self._loop.remove_writer(sock)
+            with contextlib.suppress(OSError):
+                sock.close()
+            self._sock = None
+        if not self.closed.done():
+            self.closed.set_result("aborted")
+        if not self._connack.done():
+            self._connack.set_exception(ConnectionError("aborted before CONNACK"))
+            self._connack.exception()  # retrieved: nobody else will look at it
+
+    async def disconnect(self) -> None:
+        """Clean MQTT DISCONNECT (no will), then wait briefly for the socket to close."""
+        self.client.disconnect()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2.0):
+                await asyncio.shield(self.closed)
+        self.abort()
+
+    async def finish(self) -> None:
+        """Stop the keepalive task after the connection ended."""
+        if self._misc_task is not None:
+            self._misc_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._misc_task

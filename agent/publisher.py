@@ -1,0 +1,507 @@
+"""The publisher: outbox -> MQTT 5 (QoS 1) -> PUBACK reason code -> outbox.
+
+It never owns data. On every (re)connect it republishes whatever the outbox says is
+pending, in ``seq`` order, then follows new captures. A row leaves "pending" only on a
+PUBACK whose reason code is < 0x80 (0x10 "No matching subscribers" is accepted with a
+warning); a code >= 0x80 marks the rows rejected, raises an alarm and never deletes
+them, and the other rows keep flowing (reliability.md R2, poison isolation).
+See docs/publisher.md for why paho is driven from asyncio rather than through aiomqtt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import paho.mqtt
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent.errors import PublishError, TlsConfigError
+from agent.mqttlink import MqttLink
+from agent.status import StatusPublisher
+from agent.tlsconfig import build_ssl_context
+from agent.topics import AUTH_REFUSALS, HubTopics, offline_payload, reason_text
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    from agent.clock import Clock, HubTime
+    from agent.config import Config, MqttConfig
+    from agent.health import Health
+    from agent.outbox import Outbox
+    from agent.payloads import EncodedBatch
+    from agent.readings import StoredReading
+
+    Encoder = Callable[[Sequence[StoredReading], HubTime], EncodedBatch]
+    MessageHandler = Callable[[str, bytes, Properties | None], None]
+
+log = logging.getLogger(__name__)
+
+FAILURE: Final = 0x80
+NO_SUBSCRIBERS: Final = 0x10
+# Rows fetched per outbox query: several messages' worth, so one reading per message does
+# not mean one SQLite query per message.
+MIN_PAGE_READINGS: Final = 500
+# Connection failures that retrying soon cannot fix: wait the maximum backoff.
+PERMANENT_KINDS: Final = frozenset({"tls_error", "auth_error", "config_error"})
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    seqs: tuple[int, ...]
+
+
+class ConnectFailedError(PublishError):
+    """One connection attempt failed; ``kind`` is what health reports."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        """Keep the kind (for backoff and health) apart from the human detail."""
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+def _new_properties(packet_type: int) -> Properties:
+    return Properties(packet_type)  # type: ignore[no-untyped-call]  # paho leaves it untyped
+
+
+def backoff_delay_s(attempt: int, kind: str, cfg: MqttConfig, rng: random.Random) -> float:
+    """Full-jitter exponential backoff; permanent failures wait near the maximum.
+
+    Pure apart from ``rng``. ``attempt`` counts failures since the last good connect.
+    """
+    if kind in PERMANENT_KINDS:
+        return rng.uniform(cfg.reconnect_max_s / 2, cfg.reconnect_max_s)
+    cap_s = min(cfg.reconnect_max_s, cfg.reconnect_min_s * 2 ** min(attempt, 30))
+    return rng.uniform(cfg.reconnect_min_s, max(cfg.reconnect_min_s, cap_s))
+
+
+class Publisher:
+    """Drains the outbox to the broker and keeps the hub's retained topics current."""
+
+    def __init__(
+        self,
+        config: Config,
+        outbox: Outbox,
+        encode: Encoder,
+        health: Health,
+        clock: Clock,
+        info: Mapping[str, Any],
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        """Store collaborators; no I/O until ``run``."""
+        self._cfg = config.mqtt
+        self._client_id = config.mqtt.client_id or config.hub.id
+        self._outbox = outbox
+        self._encode = encode
+        self._health = health
+        self._clock = clock
+        self._rng = rng or random.SystemRandom()
+        self.topics = HubTopics(config.mqtt.topic_prefix, config.hub.id)
+        self._mqtt5 = config.mqtt.protocol == "5"
+        self._link: MqttLink | None = None
+        self._inflight: dict[int, _InFlight] = {}
+        self._window = asyncio.Semaphore(config.mqtt.inflight_window)
+        self._acks: asyncio.Queue[tuple[_InFlight, int] | None] = asyncio.Queue()
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._rescan = False
+        # After a connection died with messages in flight, send one message and wait for
+        # its PUBACK before opening the window: Mosquitto 2.0.11 closes the connection
+        # right after a PUBACK 0x87, losing the PUBACKs of pipelined messages, so only a
+        # lone message is sure to get its reason code (and a poison row gets isolated).
+        self._probe = False
+        self._probe_acked = asyncio.Event()
+        self._session_acks = 0
+        self._subscriptions: dict[str, MessageHandler] = {}
+        self.status = StatusPublisher(
+            publish=self._publish_retained,
+            is_connected=lambda: self.is_connected,
+            health=health,
+            outbox=outbox,
+            clock=clock,
+            topics=self.topics,
+            info=info,
+            paho_version=paho.mqtt.__version__,
+            interval_s=config.health.interval_s,
+            outbox_dir=config.storage.path.parent,
+        )
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether a broker connection is up right now."""
+        return self._link is not None and self._link.is_connected
+
+    def notify_new_readings(self) -> None:
+        """Wake the publisher: the capture path committed new readings."""
+        self._wake.set()
+
+    def rescan(self) -> None:
+        """Restart from the oldest pending row (after ``Outbox.requeue_rejected``)."""
+        self._rescan = True
+        self._wake.set()
+
+    def add_subscription(self, topic: str, handler: MessageHandler) -> None:
+        """Subscribe ``handler`` to ``topic`` now (if connected) and on every connect."""
+        self._subscriptions[topic] = handler
+        if self._link is not None and self.is_connected:
+            self._subscribe(self._link, [topic])
+
+    async def run(self) -> None:
+        """Connect, drain and reconnect until ``close`` or cancellation."""
+        self._warn_once()
+        status_task = asyncio.create_task(self.status.run(), name="status")
+        try:
+            # A random delay before the first connect: a fleet rebooting after a power cut
+            # must not hit the broker in the same second (reliability.md R12).
+            await self._sleep(self._rng.uniform(0, self._cfg.reconnect_min_s))
+            failures = 0
+            while not self._stop.is_set():
+                kind = await self._session()
+                failures = 0 if kind is None else failures + 1
+                if not self._stop.is_set():
+                    delay_s = backoff_delay_s(failures, kind or "lost", self._cfg, self._rng)
+                    await self._sleep(delay_s)
+        finally:
+            status_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await status_task
+
+    async def flush(self) -> None:
+        """Return once no reading is pending (all PUBACKed or rejected)."""
+        while True:
+            self._progress.clear()
+            if (await self._outbox.stats()).pending == 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await self._progress.wait()
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Publish retained offline ("shutdown"), wait for its PUBACK (bounded), disconnect."""
+        self._stop.set()
+        self._wake.set()
+        link = self._link
+        if link is None or not link.is_connected:
+            return
+        payload = offline_payload("shutdown", self._clock.now().utc)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.publish_message(self.topics.status, payload, retain=True)
+        except (TimeoutError, PublishError) as exc:
+            log.warning("offline status not confirmed before disconnect: %s", exc)
+        await link.disconnect()
+
+    async def publish_message(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        properties: dict[str, Any] | None = None,
+    ) -> int:
+        """Publish through the live connection; return the PUBACK reason code (0 for QoS 0).
+
+        Raises:
+            PublishError: not connected, paho refused the message, or the connection was
+                lost before the PUBACK.
+        """
+        link = self._link
+        if link is None or not link.is_connected:
+            raise PublishError("not connected to the broker")
+        props = self._properties(properties) if self._mqtt5 and properties else None
+        info = link.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise PublishError(f"publish refused by paho: {mqtt.error_string(info.rc)}")
+        if qos == 0:
+            return 0
+        return await link.wait_ack(info.mid)
+
+    async def _publish_retained(self, topic: str, payload: bytes) -> int:
+        return await self.publish_message(topic, payload, retain=True, properties=_JSON)
+
+    def _properties(self, values: Mapping[str, Any]) -> Properties:
+        props = _new_properties(PacketTypes.PUBLISH)
+        for name, value in values.items():
+            setattr(props, name, value)
+        return props
+
+    def _warn_once(self) -> None:
+        if self._cfg.tls is None and self._cfg.insecure_plaintext:
+            log.warning(
+                "mqtt.insecure_plaintext: readings travel UNENCRYPTED to %s (lab use only)",
+                self._cfg.host,
+            )
+        if not self._mqtt5:
+            log.warning(
+                "mqtt.protocol 3.1.1: the broker cannot report a refused reading "
+                "(e.g. not authorised); such readings will be marked sent. Use MQTT 5."
+            )
+
+    async def _sleep(self, delay_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay_s):
+                await self._stop.wait()
+
+    # --- one connection ------------------------------------------------------------
+
+    async def _session(self) -> str | None:
+        """One connection attempt and, if it succeeds, its life. Returns the failure kind."""
+        counters = self._health.publish
+        counters.connect_attempts += 1
+        counters.connection = "connecting"
+        try:
+            link = await self._connect()
+        except ConnectFailedError as exc:
+            counters.connection = exc.kind
+            counters.last_connect_error = exc.kind
+            counters.last_connect_error_detail = exc.detail
+            self._health.raise_alarm("broker_unreachable", exc.kind)
+            log.warning("broker connection failed (%s): %s", exc.kind, exc.detail)
+            return exc.kind
+        self._link = link
+        counters.reconnects += 1 if counters.connects else 0
+        counters.connects += 1
+        counters.connection = "online"
+        self._health.clear_alarm("broker_unreachable")
+        log.info("connected to the broker %s:%s", self._cfg.host, self._cfg.port)
+        self._session_acks = 0
+        try:
+            lost_inflight = await self._serve(link)
+        finally:
+            self._link = None
+            link.abort()
+            await link.finish()
+            counters.connection = "offline"
+        log.warning("broker connection lost: %s", link.closed.result())
+        if lost_inflight:
+            self._probe = True
+            if not self._session_acks:
+                # Dropped again before any PUBACK: back off like a failed connect rather
+                # than reconnecting at the minimum delay forever.
+                return "unstable"
+        return None
+
+    def _make_client(self) -> mqtt.Client:
+        protocol = MQTTProtocolVersion.MQTTv5 if self._mqtt5 else MQTTProtocolVersion.MQTTv311
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=protocol
+        )
+        client.connect_timeout = self._cfg.connect_timeout_s
+        # Our own window bounds in-flight messages; paho must never queue behind it.
+        client.max_inflight_messages_set(0)
+        client.max_queued_messages_set(0)
+        will_props = _new_properties(PacketTypes.WILLMESSAGE) if self._mqtt5 else None
+        if will_props is not None:
+            will_props.ContentType = "application/json"
+        client.will_set(
+            self.topics.status,
+            offline_payload("connection lost"),
+            qos=1,
+            retain=True,
+            properties=will_props,
+        )
+        if self._cfg.tls is not None:
+            client.tls_set_context(build_ssl_context(self._cfg.tls))
+        elif not self._cfg.insecure_plaintext:
+            msg = "mqtt.tls is not set and mqtt.insecure_plaintext is false: refusing plaintext"
+            raise TlsConfigError(msg)
+        if self._cfg.username is not None:
+            client.username_pw_set(self._cfg.username, self._read_password())
+        return client
+
+    def _read_password(self) -> str | None:
+        path = self._cfg.password_file
+        if path is None:
+            return None
+        try:
+            return path.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise TlsConfigError(f"cannot read mqtt.password_file {path}: {exc}") from exc
+
+    async def _connect(self) -> MqttLink:
+        try:
+            client = self._make_client()
+        except TlsConfigError as exc:
+            raise ConnectFailedError("config_error", str(exc)) from exc
+        link = MqttLink(client, self._on_ack, self._dispatch)
+        try:
+            async with asyncio.timeout(self._cfg.connect_timeout_s + 2.0):
+                code = await link.open(
+                    self._cfg.host,
+                    self._cfg.port,
+                    self._cfg.keepalive_s,
+                    mqtt5=self._mqtt5,
+                    thread_timeout_s=self._cfg.connect_timeout_s,
+                )
+        except ssl.SSLError as exc:  # includes certificate and host name mismatches
+            link.abort()
+            raise ConnectFailedError("tls_error", str(exc)) from exc
+        except TimeoutError as exc:
+            link.abort()
+            raise ConnectFailedError("timeout", "no CONNACK in time") from exc
+        except (OSError, ConnectionError) as exc:
+            link.abort()
+            raise ConnectFailedError("network_error", str(exc)) from exc
+        if code >= FAILURE:
+            link.abort()
+            kind = "auth_error" if code in AUTH_REFUSALS else "broker_refused"
+            raise ConnectFailedError(kind, reason_text(code))
+        return link
+
+    async def _serve(self, link: MqttLink) -> bool:
+        """Announce online, subscribe, then drain until the connection ends.
+
+        Returns whether messages were still waiting for their PUBACK at the end.
+        """
+        now = self._clock.now()
+        link.client.publish(
+            self.topics.status,
+            self.status.online(now),
+            qos=1,
+            retain=True,
+            properties=self._properties(_JSON) if self._mqtt5 else None,
+        )
+        self._subscribe(link, list(self._subscriptions))
+        self.status.trigger_full()
+        feeder = asyncio.create_task(self._feed(link), name="publisher-feed")
+        acker = asyncio.create_task(self._ack_loop(), name="publisher-acks")
+        try:
+            ends: set[asyncio.Future[Any]] = {feeder, link.closed}
+            await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeder
+            # PUBACKs already received are marked before anything is republished.
+            self._acks.put_nowait(None)
+            await acker
+            lost_inflight = self._drop_inflight()
+        if not feeder.cancelled() and feeder.exception() is not None:
+            raise feeder.exception()  # type: ignore[misc]
+        return lost_inflight
+
+    def _drop_inflight(self) -> bool:
+        # Unacknowledged rows stay pending in the outbox and go again on reconnect.
+        had_inflight = bool(self._inflight)
+        for _ in self._inflight:
+            self._window.release()
+        self._inflight.clear()
+        return had_inflight
+
+    def _subscribe(self, link: MqttLink, topics: list[str]) -> None:
+        if topics:
+            link.client.subscribe([(t, 1) for t in topics])
+
+    def _dispatch(self, topic: str, payload: bytes, props: Properties | None) -> None:
+        for pattern, handler in self._subscriptions.items():
+            if mqtt.topic_matches_sub(pattern, topic):
+                handler(topic, payload, props)
+
+    async def _feed(self, link: MqttLink) -> None:
+        """Publish pending rows in seq order, at most ``inflight_window`` messages unacked."""
+        after_seq = 0
+        page = max(MIN_PAGE_READINGS, self._cfg.batch_size)
+        while True:
+            self._wake.clear()
+            if self._rescan:
+                after_seq, self._rescan = 0, False
+            rows = await self._outbox.pending_batch(after_seq=after_seq, limit=page)
+            if not rows:
+                await self._wake.wait()
+                continue
+            for start in range(0, len(rows), self._cfg.batch_size):
+                chunk = rows[start : start + self._cfg.batch_size]
+                if not await self._publish_batch(link, chunk):
+                    return
+            after_seq = rows[-1].seq
+
+    async def _publish_batch(self, link: MqttLink, rows: Sequence[StoredReading]) -> bool:
+        """Publish one message of rows; False when the connection can take no more."""
+        encoded = self._encode(rows, self._clock.now())
+        props = None
+        if self._mqtt5:
+            props = _new_properties(PacketTypes.PUBLISH)
+            props.ContentType = encoded.content_type
+            if encoded.user_properties:
+                props.UserProperty = list(encoded.user_properties)
+        await self._window.acquire()
+        info = link.client.publish(
+            self.topics.readings, encoded.payload, qos=1, retain=False, properties=props
+        )
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            self._window.release()
+            # Not connected any more (the loss is reported by the link) or paho's queue
+            # is full, which our window should make impossible: end this connection.
+            log.warning("paho refused a publish: %s", mqtt.error_string(info.rc))
+            link.abort()
+            return False
+        self._inflight[info.mid] = _InFlight(tuple(r.seq for r in rows))
+        counters = self._health.publish
+        counters.messages_published += 1
+        counters.readings_published += len(rows)
+        if self._probe:
+            self._probe_acked.clear()
+            await self._probe_acked.wait()
+        return True
+
+    def _on_ack(self, _link: MqttLink, mid: int, code: int) -> None:
+        entry = self._inflight.pop(mid, None)
+        if entry is None:
+            return
+        self._window.release()
+        self._session_acks += 1
+        self._probe = False
+        self._probe_acked.set()
+        self._acks.put_nowait((entry, code))
+
+    async def _ack_loop(self) -> None:
+        """Mark PUBACKed rows, several PUBACKs per outbox write. Ends at a ``None``."""
+        while True:
+            items = [await self._acks.get()]
+            while not self._acks.empty():
+                items.append(self._acks.get_nowait())
+            done = None in items
+            await self._record_acks([i for i in items if i is not None])
+            self._progress.set()
+            if done:
+                return
+
+    async def _record_acks(self, items: list[tuple[_InFlight, int]]) -> None:
+        counters = self._health.publish
+        sent: list[int] = []
+        rejected: dict[int, list[int]] = {}
+        for entry, code in items:
+            if code < FAILURE:
+                sent.extend(entry.seqs)
+                counters.messages_acked += 1
+                counters.readings_acked += len(entry.seqs)
+                counters.no_subscriber_warnings += code == NO_SUBSCRIBERS
+            else:
+                rejected.setdefault(code, []).extend(entry.seqs)
+                counters.messages_rejected += 1
+        if sent:
+            await self._outbox.mark_sent(sent)
+        for code, seqs in rejected.items():
+            reason = reason_text(code)
+            await self._outbox.mark_rejected(seqs, reason)
+            counters.readings_rejected += len(seqs)
+            counters.last_reject_reason = reason
+            self._health.raise_alarm(
+                "readings_rejected", f"{counters.readings_rejected} readings rejected: {reason}"
+            )
+            log.error("broker refused %d readings: %s; kept as rejected", len(seqs), reason)
+
+
+_JSON: Final[dict[str, Any]] = {"ContentType": "application/json"}
