@@ -250,7 +250,7 @@ class OutboxStore:
         """Delete rows so at most ``capacity_readings`` are pending, rejected or sent.
 
         Order: sent rows (oldest first; they are only kept for audit), then continuous
-        rows (pending or rejected) thinned every other one from the oldest, and only when
+        rows (pending or rejected) thinned evenly across the oldest ones, and only when
         no continuous row is left the oldest spot rows. Rejected rows are treated like
         pending ones so a stream of new spot readings never loses to old rejected samples.
         """
@@ -270,10 +270,14 @@ class OutboxStore:
         eviction.audit_truncated = self._delete(sent, eviction)
         remaining -= eviction.audit_truncated
         while remaining > 0:
-            oldest = self._oldest_unsent(_CONTINUOUS, 2 * remaining)
+            # Spread the victims over a window four times wider than needed (never two
+            # neighbours), so repeated pressure thins the oldest stretch progressively
+            # instead of cutting it off from the front.
+            oldest = self._oldest_unsent(_CONTINUOUS, 4 * remaining)
             if not oldest:
                 break
-            victims = oldest[::2][:remaining]
+            step = max(2, len(oldest) // remaining)
+            victims = oldest[step // 2 :: step][:remaining] or oldest[:1]
             eviction.continuous += self._delete(victims, eviction)
             remaining -= len(victims)
         if remaining > 0:
