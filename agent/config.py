@@ -27,7 +27,8 @@ LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: "1e999" or ".inf" would pass a lower bound and mean "never".
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 CONFIG_RULE_ERROR = "config_rule"  # pydantic error type of a broken cross-field rule

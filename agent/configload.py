@@ -12,6 +12,7 @@ before a byte is parsed.
 
 from __future__ import annotations
 
+import math
 import stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -41,10 +42,23 @@ __all__ = [
 
 MAX_CONFIG_BYTES: Final = 256 * 1024
 MAX_NESTING: Final = 32  # a real config nests 4 deep; deeper is a mistake or an attack
-_PLAIN_TAGS: Final = frozenset(
-    f"tag:yaml.org,2002:{name}"
-    for name in ("null", "bool", "int", "float", "str", "map", "seq", "timestamp")
-)
+_YAML_TAG: Final = "tag:yaml.org,2002:"
+_STR_TAG: Final = _YAML_TAG + "str"
+_COLLECTION_TAGS: Final = frozenset({_YAML_TAG + "map", _YAML_TAG + "seq"})
+# YAML 1.1 reads 2024-13-45 as a date (and fails); no config value is a date, so keep text.
+_IMPLICIT_RESOLVERS: Final = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _YAML_TAG + "timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+class _PlainResolver(yaml.resolver.Resolver):
+    """Resolves untagged scalars as our loader does, to tell explicit tags apart."""
+
+    yaml_implicit_resolvers = _IMPLICIT_RESOLVERS
+
+
+_RESOLVER: Final = _PlainResolver()
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +77,8 @@ class _Located:
 
 class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that records anchors/aliases as problems instead of expanding them."""
+
+    yaml_implicit_resolvers = _IMPLICIT_RESOLVERS
 
     def __init__(self, text: str, problems: list[Problem]) -> None:
         super().__init__(text)
@@ -212,6 +228,8 @@ def _parse(text: str, filename: str) -> tuple[dict[str, Any], _Located]:
         if problems or root is None or not isinstance(root, yaml.MappingNode):
             raise ConfigError(_render(filename, problems or [_top_level(root)], located))
         data = loader.construct_document(root)
+        if non_finite := _non_finite(data, ()):
+            raise ConfigError(_render(filename, non_finite, located))
     except _TooDeepError as exc:
         raise ConfigError(_render(filename, [exc.problem], _Located({}, {}))) from None
     except yaml.reader.ReaderError as exc:
@@ -232,14 +250,12 @@ def _top_level(root: yaml.Node | None) -> Problem:
 
 
 def _walk(node: yaml.Node, loc: Loc, located: _Located, problems: list[Problem]) -> None:
-    """Record where every key is; refuse exotic tags, merge keys and duplicate keys."""
-    line = node.start_mark.line + 1
-    if node.tag not in _PLAIN_TAGS:
-        problems.append(
-            Problem(loc, f"the tag `{node.tag}` is not allowed; use plain values", line)
-        )
-        return
-    if isinstance(node, yaml.ScalarNode):
+    """Record where every key is; refuse explicit tags, merge keys and duplicate keys."""
+    if _explicitly_tagged(node):
+        tag = node.tag.replace(_YAML_TAG, "!!")
+        message = f"the tag `{tag}` is not allowed; write a plain value"
+        problems.append(Problem(loc, message, node.start_mark.line + 1))
+    elif isinstance(node, yaml.ScalarNode):
         located.scalars[loc] = str(node.value)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
@@ -251,6 +267,16 @@ def _walk(node: yaml.Node, loc: Loc, located: _Located, problems: list[Problem])
             _walk_entry(key_node, value_node, loc, seen, located, problems)
 
 
+def _explicitly_tagged(node: yaml.Node) -> bool:
+    # Tags (`!!python/...`, `!include`, even `!!float`) are how YAML asks for more than
+    # plain data: a config never needs one.
+    if isinstance(node, yaml.ScalarNode):
+        implicit = (node.style is None, node.style is not None)
+        resolved = _RESOLVER.resolve(yaml.ScalarNode, node.value, implicit)  # type: ignore[no-untyped-call]
+        return bool(node.tag != resolved)
+    return node.tag not in _COLLECTION_TAGS
+
+
 def _walk_entry(
     key_node: yaml.Node,
     value_node: yaml.Node,
@@ -260,11 +286,11 @@ def _walk_entry(
     problems: list[Problem],
 ) -> None:
     line = key_node.start_mark.line + 1
-    if key_node.tag == "tag:yaml.org,2002:merge":
+    if key_node.tag == _YAML_TAG + "merge":
         problems.append(Problem(loc, "merge keys (`<<`) are not allowed; write keys out", line))
         return
-    if not isinstance(key_node, yaml.ScalarNode):
-        problems.append(Problem(loc, "a key must be a plain word, not a list or mapping", line))
+    if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR_TAG:
+        problems.append(Problem(loc, _bad_key(key_node), line))
         return
     key = str(key_node.value)
     if key in seen:
@@ -274,6 +300,29 @@ def _walk_entry(
     seen[key] = line
     located.lines[(*loc, key)] = line
     _walk(value_node, (*loc, key), located, problems)
+
+
+def _bad_key(key_node: yaml.Node) -> str:
+    if not isinstance(key_node, yaml.ScalarNode):
+        return "a key must be a name such as `port`, not a list or mapping"
+    if _explicitly_tagged(key_node):
+        return f"the tag `{key_node.tag.replace(_YAML_TAG, '!!')}` is not allowed on a key"
+    kind = _KEY_KINDS.get(key_node.tag.removeprefix(_YAML_TAG), "not text")
+    return f"a key must be a name such as `port`; YAML reads `{key_node.value}` as {kind}"
+
+
+_KEY_KINDS: Final = {"int": "a number", "float": "a number", "bool": "true/false", "null": "empty"}
+
+
+def _non_finite(value: object, loc: Loc) -> list[Problem]:
+    """Problems for .inf/.nan/1e999: never a meaningful setting, and bounds let inf pass."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [Problem(loc, "must be a finite number, such as 60")]
+    if isinstance(value, dict):
+        return [p for key, item in value.items() for p in _non_finite(item, (*loc, str(key)))]
+    if isinstance(value, list):
+        return [p for index, item in enumerate(value) for p in _non_finite(item, (*loc, index))]
+    return []
 
 
 def _unreadable_character(filename: str, text: str, exc: yaml.reader.ReaderError) -> str:

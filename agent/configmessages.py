@@ -128,6 +128,8 @@ def _message(  # noqa: PLR0911 - one return per kind of error reads best
     if kind in _BOUNDS:
         bound = _BOUNDS[kind].format(**{k: _number(v) for k, v in ctx.items()})
         return f"{_show(error['input'], text)} is out of range; must be {bound}{_unit(loc)}"
+    if kind == "finite_number":
+        return "must be a finite number, such as 60"
     if kind == "literal_error":
         return _choice_message(error["input"], text, _field(model, loc), str(ctx["expected"]))
     if kind in {"string_pattern_mismatch", "string_too_short", "string_too_long"}:
