@@ -203,9 +203,12 @@ async def connect_with_retry(
 class BleakLink:
     """``GattLink`` over bleak on BlueZ (production)."""
 
-    def __init__(self, connector: ClientConnector = connect_with_retry) -> None:
+    def __init__(
+        self, connector: ClientConnector = connect_with_retry, op_timeout_s: float = _OP_TIMEOUT_S
+    ) -> None:
         """Store the connector; no I/O. Tests pass a connector returning a fake client."""
         self._connector = connector
+        self._op_timeout_s = op_timeout_s
         self._client: BleakClient | None = None
         self._on_disconnect: DisconnectCallback | None = None
 
@@ -238,7 +241,7 @@ class BleakLink:
         if client is None:
             return
         try:
-            async with asyncio.timeout(_OP_TIMEOUT_S):
+            async with asyncio.timeout(self._op_timeout_s):
                 await client.disconnect()
         except Exception as exc:
             raise self._translate(exc, "disconnecting") from exc
@@ -252,7 +255,7 @@ class BleakLink:
         """Read a characteristic value."""
         client = self._require()
         try:
-            async with asyncio.timeout(_OP_TIMEOUT_S):
+            async with asyncio.timeout(self._op_timeout_s):
                 return bytes(await client.read_gatt_char(uuid128(uuid)))
         except Exception as exc:
             raise self._translate(exc, f"reading {uuid}") from exc
@@ -261,7 +264,7 @@ class BleakLink:
         """Write a characteristic value."""
         client = self._require()
         try:
-            async with asyncio.timeout(_OP_TIMEOUT_S):
+            async with asyncio.timeout(self._op_timeout_s):
                 await client.write_gatt_char(uuid128(uuid), data, response=response)
         except Exception as exc:
             raise self._translate(exc, f"writing {uuid}") from exc
@@ -274,7 +277,7 @@ class BleakLink:
             callback(bytes(data))
 
         try:
-            async with asyncio.timeout(_OP_TIMEOUT_S):
+            async with asyncio.timeout(self._op_timeout_s):
                 await client.start_notify(uuid128(uuid), deliver)
         except Exception as exc:
             raise self._translate(exc, f"subscribing to {uuid}") from exc
@@ -283,7 +286,7 @@ class BleakLink:
         """Disable notifications/indications."""
         client = self._require()
         try:
-            async with asyncio.timeout(_OP_TIMEOUT_S):
+            async with asyncio.timeout(self._op_timeout_s):
                 await client.stop_notify(uuid128(uuid))
         except Exception as exc:
             raise self._translate(exc, f"unsubscribing from {uuid}") from exc

@@ -1,31 +1,20 @@
-"""Shared pieces for the BLE driver tests: a recording reporter, a real-SQLite sink, payloads.
-
-The sink is a minimal stand-in for agent/outbox.py (not landed when these tests were
-written): a real SQLite file with the natural key UNIQUE, committing before returning,
-exactly the contract ``ReadingSink`` states.
-"""
+"""Shared pieces for the BLE driver tests: a recording reporter, a context, payloads."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from agent.clock import SystemClock
-from agent.readings import PatientBinding, Reading, reading_to_dict
+from agent.readings import PatientBinding
 from drivers._codecs import bp, gls, hrs
 from drivers._codecs.ieee11073 import DateTimeFields, MedFloat
-from drivers.base import CaptureResult, DeviceState, DriverContext
+from drivers.base import DeviceState, DriverContext, ReadingSink
 from drivers.emulators import ble_payloads
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-    from pathlib import Path
-
     from agent.readings import DeviceIdentity
 
 PATIENT = PatientBinding(patient_id="patient-test-1", binding_version=3)
@@ -61,45 +50,7 @@ class RecordingReporter:
         self.counters[counter] += n
 
 
-class SqliteSink:
-    """Real SQLite, natural key UNIQUE, COMMIT before ``capture`` returns."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        with sqlite3.connect(path) as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS readings (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-                " natural_key TEXT UNIQUE NOT NULL, body TEXT NOT NULL)"
-            )
-        self.captured = asyncio.Event()
-
-    def _store(self, readings: Sequence[Reading]) -> CaptureResult:
-        stored = 0
-        db = sqlite3.connect(self.path)
-        try:
-            with db:
-                for reading in readings:
-                    cursor = db.execute(
-                        "INSERT OR IGNORE INTO readings (natural_key, body) VALUES (?, ?)",
-                        (reading.natural_key, json.dumps(reading_to_dict(reading))),
-                    )
-                    stored += cursor.rowcount
-        finally:
-            db.close()
-        return CaptureResult(stored=stored, duplicates=len(readings) - stored)
-
-    async def capture(self, readings: Sequence[Reading]) -> CaptureResult:
-        result = await asyncio.to_thread(self._store, readings)
-        self.captured.set()
-        return result
-
-    def rows(self) -> list[dict[str, Any]]:
-        with sqlite3.connect(self.path) as db:
-            bodies = [r[0] for r in db.execute("SELECT body FROM readings ORDER BY seq")]
-        return [json.loads(b) for b in bodies]
-
-
-def make_ctx(sink: SqliteSink, reporter: RecordingReporter) -> DriverContext:
+def make_ctx(sink: ReadingSink, reporter: RecordingReporter) -> DriverContext:
     return DriverContext(
         sink=sink,
         clock=SystemClock(),
@@ -153,7 +104,3 @@ async def wait_until(predicate: object, timeout_s: float = 10.0) -> None:
     async with asyncio.timeout(timeout_s):
         while not predicate():  # type: ignore[operator]
             await asyncio.sleep(0.01)
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from agent.errors import PermanentDeviceError, TransientDeviceError
+from agent.outbox import Outbox
 from drivers.base import DeviceState
 from drivers.ble.driver import build
 from drivers.ble.settings import (
@@ -31,7 +32,6 @@ from drivers.emulators.ble_peripherals import (
 )
 from tests.drivers.ble_support import (
     RecordingReporter,
-    SqliteSink,
     bp_payload,
     glucose_context,
     glucose_payload,
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
+    from agent.readings import Reading
     from drivers.ble.driver import BleDriver
 
 pytestmark = pytest.mark.bumble
@@ -62,6 +63,13 @@ async def world() -> AsyncIterator[BleWorld]:
     await radio.close()
 
 
+@pytest.fixture
+async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
+    box = await Outbox.open(tmp_path / "outbox.db")
+    yield box
+    await box.close()
+
+
 def cuff(address: str = CUFF, serial: str = "SN0001") -> StoredRecordsPeripheral:
     return StoredRecordsPeripheral(
         address,
@@ -73,15 +81,15 @@ def cuff(address: str = CUFF, serial: str = "SN0001") -> StoredRecordsPeripheral
 
 
 class Harness:
-    """A driver running as a task against the world, with its sink and reporter."""
+    """A driver running as a task against the world, with a real Outbox and a reporter."""
 
-    def __init__(self, world: BleWorld, tmp_path: Path, settings: Any) -> None:
+    def __init__(self, world: BleWorld, tmp_path: Path, outbox: Outbox, settings: Any) -> None:
         self.reporter = RecordingReporter()
-        self.sink = SqliteSink(tmp_path / "outbox.db")
+        self.outbox = outbox
         self.make = functools.partial(
             build,
             settings,
-            make_ctx(self.sink, self.reporter),
+            make_ctx(outbox, self.reporter),
             link_factory=world.link_factory,
             scanner_factory=world.scanner_factory,
             state_dir=tmp_path / "state",
@@ -100,12 +108,23 @@ class Harness:
                 await self.task
         await self.driver.close()
 
+    async def readings(self) -> list[Reading]:
+        return [r.reading for r in await self.outbox.list_readings(state="pending")]
+
+    async def wait_for_count(self, n: int, *, at_least: bool = False) -> None:
+        async with asyncio.timeout(10):
+            while True:
+                count = len(await self.readings())
+                if count == n or (at_least and count > n):
+                    return
+                await asyncio.sleep(0.02)
+
     def state_names(self) -> list[str]:
         return [s.value for s, _ in self.reporter.states]
 
 
 async def test_bp_stored_records_arrive_once_across_connections(
-    world: BleWorld, tmp_path: Path
+    world: BleWorld, tmp_path: Path, outbox: Outbox
 ) -> None:
     device = cuff()
     device.records += [bp_payload(120, 80, 1), bp_payload(130, 85, 2)]
@@ -113,22 +132,22 @@ async def test_bp_stored_records_arrive_once_across_connections(
     settings = BleBloodPressureSettings(
         id="bp-cuff", address=CUFF, serial_number="SN0001", idle_s=0.3, rest_s=0.2
     )
-    hub = Harness(world, tmp_path, settings)
+    hub = Harness(world, tmp_path, outbox, settings)
     hub.start()
     try:
-        await wait_until(lambda: len(hub.sink.rows()) == 2)
+        await hub.wait_for_count(2)
         await wait_until(lambda: device.connections_seen >= 1 and not device.is_connected)
         # The patient measures again; the cuff re-sends all three on the next connection.
         device.records.append(bp_payload(125, 82, 3))
         await wait_until(lambda: device.connections_seen >= 2 and not device.is_connected)
-        await wait_until(lambda: len(hub.sink.rows()) == 3)
+        await hub.wait_for_count(3)
     finally:
         await hub.stop()
-    rows = hub.sink.rows()
-    systolics = [next(v[1] for v in r["values"] if v[0] == "systolic") for r in rows]
+    rows = await hub.readings()
+    systolics = [r.value("systolic").value for r in rows]  # type: ignore[union-attr]
     assert systolics == [120, 130, 125]
-    assert all(r["patient"]["patient_id"] == "patient-test-1" for r in rows)
-    assert rows[0]["device"]["serial_number"] == "SN0001"
+    assert all(r.patient.patient_id == "patient-test-1" for r in rows)
+    assert rows[0].device.serial_number == "SN0001"
     assert {"connected", "disconnected", "seen"} <= set(hub.state_names())
     assert hub.reporter.battery == 87
     assert hub.reporter.clock_offset_s is not None
@@ -136,49 +155,51 @@ async def test_bp_stored_records_arrive_once_across_connections(
 
 
 async def test_link_dropped_mid_transfer_loses_and_duplicates_nothing(
-    world: BleWorld, tmp_path: Path
+    world: BleWorld, tmp_path: Path, outbox: Outbox
 ) -> None:
     device = cuff()
     device.records += [bp_payload(110 + i, 70, i) for i in range(5)]
     device.drop_after_records = 2  # the cuff walks out of range after two records
     await device.attach(world)
     settings = BleBloodPressureSettings(id="bp-cuff", address=CUFF, idle_s=0.3, rest_s=0.1)
-    hub = Harness(world, tmp_path, settings)
+    hub = Harness(world, tmp_path, outbox, settings)
     hub.start()
     try:
-        await wait_until(lambda: len(hub.sink.rows()) == 5)
+        await hub.wait_for_count(5)
     finally:
         await hub.stop()
     assert device.connections_seen >= 2
-    systolics = sorted(
-        next(v[1] for v in r["values"] if v[0] == "systolic") for r in hub.sink.rows()
-    )
+    systolics = sorted(float(r.value("systolic").value or 0) for r in await hub.readings())  # type: ignore[union-attr]
     assert systolics == [110, 111, 112, 113, 114]
 
 
-async def test_unbound_device_is_ignored_and_counted(world: BleWorld, tmp_path: Path) -> None:
+async def test_unbound_device_is_ignored_and_counted(
+    world: BleWorld, tmp_path: Path, outbox: Outbox
+) -> None:
     stranger = cuff(OTHER_CUFF, serial="NEIGHBOUR")
     stranger.records.append(bp_payload(180, 110, 5))
     await stranger.attach(world)
     settings = BleBloodPressureSettings(id="bp-cuff", address=CUFF, idle_s=0.3)
-    hub = Harness(world, tmp_path, settings)
+    hub = Harness(world, tmp_path, outbox, settings)
     hub.start()
     try:
         await wait_until(lambda: hub.reporter.counters["ignored_adverts"] >= 3)
     finally:
         await hub.stop()
     assert stranger.connections_seen == 0
-    assert hub.sink.rows() == []
+    assert await hub.readings() == []
 
 
-async def test_serial_mismatch_is_refused_with_error_state(world: BleWorld, tmp_path: Path) -> None:
+async def test_serial_mismatch_is_refused_with_error_state(
+    world: BleWorld, tmp_path: Path, outbox: Outbox
+) -> None:
     device = cuff(serial="SN9999")  # swapped for another patient's cuff
     device.records.append(bp_payload(120, 80, 1))
     await device.attach(world)
     settings = BleBloodPressureSettings(
         id="bp-cuff", address=CUFF, serial_number="SN0001", idle_s=0.3
     )
-    hub = Harness(world, tmp_path, settings)
+    hub = Harness(world, tmp_path, outbox, settings)
     hub.start()
     assert hub.task is not None
     with pytest.raises(PermanentDeviceError, match="serial mismatch"):
@@ -188,12 +209,12 @@ async def test_serial_mismatch_is_refused_with_error_state(world: BleWorld, tmp_
     assert state is DeviceState.ERROR
     assert reason is not None
     assert "expected SN0001, device reports SN9999" in reason
-    assert hub.sink.rows() == []
+    assert await hub.readings() == []
     assert not device.is_connected  # the connection was released
 
 
 async def test_glucose_racp_resumes_after_cursor_across_restart(
-    world: BleWorld, tmp_path: Path
+    world: BleWorld, tmp_path: Path, outbox: Outbox
 ) -> None:
     meter = GlucoseMeter(METER, "Meter")
     meter.add_record(GlucoseRecord(1, glucose_payload(1, 95)))
@@ -203,27 +224,27 @@ async def test_glucose_racp_resumes_after_cursor_across_restart(
     await meter.attach(world)
     # rest_s keeps the first driver from reconnecting before the "restart" below.
     settings = BleGlucoseSettings(id="glucose", address=METER, idle_s=0.5, rest_s=60)
-    hub = Harness(world, tmp_path, settings)
+    hub = Harness(world, tmp_path, outbox, settings)
     hub.start()
     try:
-        await wait_until(lambda: len(hub.sink.rows()) == 2)
+        await hub.wait_for_count(2)
         # The transfer ends at the RACP response; the meter is then released.
         await wait_until(lambda: meter.connections_seen == 1 and not meter.is_connected)
         await hub.stop()  # the agent restarts: a new driver instance, same state dir
         meter.add_record(GlucoseRecord(3, glucose_payload(3, 101)))
         hub.start()
-        await wait_until(lambda: len(hub.sink.rows()) == 3)
+        await hub.wait_for_count(3)
         await wait_until(lambda: len(meter.racp.requests) >= 2)
     finally:
         await hub.stop()
     # The first request asks for all records; after the restart only those after 2.
     assert meter.racp.requests[0] == bytes.fromhex("0101")
     assert meter.racp.requests[1] == bytes.fromhex("0103010300")
-    assert [r["device_seq"] for r in hub.sink.rows()] == [1, 2, 3]
+    assert [r.device_seq for r in await hub.readings()] == [1, 2, 3]
 
 
 async def test_glucose_drop_between_record_and_context_commits_nothing_partial(
-    world: BleWorld, tmp_path: Path
+    world: BleWorld, tmp_path: Path, outbox: Outbox
 ) -> None:
     meter = GlucoseMeter(METER, "Meter")
     meter.add_record(GlucoseRecord(1, glucose_payload(1, 95)))
@@ -233,20 +254,21 @@ async def test_glucose_drop_between_record_and_context_commits_nothing_partial(
     meter.drop_after_records = 2  # after record 1 and record 2's measurement, before context
     await meter.attach(world)
     settings = BleGlucoseSettings(id="glucose", address=METER, idle_s=0.5, rest_s=0.1)
-    hub = Harness(world, tmp_path, settings)
+    hub = Harness(world, tmp_path, outbox, settings)
     hub.start()
     try:
         await wait_until(lambda: len(meter.racp.requests) >= 2)
-        await wait_until(lambda: len(hub.sink.rows()) == 2)
+        await hub.wait_for_count(2)
     finally:
         await hub.stop()
     # Record 2 came back whole on the second connection, asked for from sequence 2.
     assert meter.racp.requests[1] == bytes.fromhex("0103010200")
-    rows = hub.sink.rows()
-    assert [r["device_seq"] for r in rows] == [1, 2]
+    assert [r.device_seq for r in await hub.readings()] == [1, 2]
 
 
-async def test_heart_rate_stream_is_thinned_to_interval(world: BleWorld, tmp_path: Path) -> None:
+async def test_heart_rate_stream_is_thinned_to_interval(
+    world: BleWorld, tmp_path: Path, outbox: Outbox
+) -> None:
     strap = StreamingPeripheral(
         STRAP,
         "Strap",
@@ -257,14 +279,14 @@ async def test_heart_rate_stream_is_thinned_to_interval(world: BleWorld, tmp_pat
     )
     await strap.attach(world)
     settings = BleHeartRateSettings(id="hr", address=STRAP, interval_s=0.5)
-    hub = Harness(world, tmp_path, settings)
+    hub = Harness(world, tmp_path, outbox, settings)
     hub.start()
     try:
         await wait_until(lambda: strap.records_sent >= 40, timeout_s=20)
     finally:
         await hub.stop()
         await strap.close()
-    kept = len(hub.sink.rows())
+    kept = len(await hub.readings())
     sent = strap.records_sent
     # ~0.05 s apart, kept once per 0.5 s: roughly one in ten survives.
     assert 2 <= kept <= sent // 4
@@ -272,7 +294,7 @@ async def test_heart_rate_stream_is_thinned_to_interval(world: BleWorld, tmp_pat
 
 
 async def test_heart_rate_link_loss_raises_transient_for_the_supervisor(
-    world: BleWorld, tmp_path: Path
+    world: BleWorld, tmp_path: Path, outbox: Outbox
 ) -> None:
     strap = StreamingPeripheral(
         STRAP,
@@ -283,11 +305,13 @@ async def test_heart_rate_link_loss_raises_transient_for_the_supervisor(
         period_s=0.05,
     )
     await strap.attach(world)
-    hub = Harness(world, tmp_path, BleHeartRateSettings(id="hr", address=STRAP, interval_s=0.1))
+    hub = Harness(
+        world, tmp_path, outbox, BleHeartRateSettings(id="hr", address=STRAP, interval_s=0.1)
+    )
     hub.start()
     assert hub.task is not None
     try:
-        await wait_until(lambda: len(hub.sink.rows()) >= 1)
+        await hub.wait_for_count(1, at_least=True)
         await strap.drop_link()
         with pytest.raises(TransientDeviceError, match="link lost"):
             await asyncio.wait_for(hub.task, 10)
