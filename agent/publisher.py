@@ -27,7 +27,7 @@ from paho.mqtt.properties import Properties
 from agent.errors import PublishError, TlsConfigError
 from agent.mqttlink import MqttLink
 from agent.status import StatusPublisher
-from agent.tlsconfig import build_ssl_context
+from agent.tlsconfig import HubTlsContext, build_ssl_context
 from agent.topics import AUTH_REFUSALS, HubTopics, offline_payload, reason_text
 
 if TYPE_CHECKING:
@@ -116,6 +116,7 @@ class Publisher:
         self._progress = asyncio.Event()
         self._stop = asyncio.Event()
         self._rescan = False
+        self._tls_context: HubTlsContext | None = None
         # After a connection died with messages in flight, send one message and wait for
         # its PUBACK before opening the window: Mosquitto 2.0.11 closes the connection
         # right after a PUBACK 0x87, losing the PUBACKs of pipelined messages, so only a
@@ -313,7 +314,8 @@ class Publisher:
             properties=will_props,
         )
         if self._cfg.tls is not None:
-            client.tls_set_context(build_ssl_context(self._cfg.tls))
+            self._tls_context = build_ssl_context(self._cfg.tls)
+            client.tls_set_context(self._tls_context)
         elif not self._cfg.insecure_plaintext:
             msg = "mqtt.tls is not set and mqtt.insecure_plaintext is false: refusing plaintext"
             raise TlsConfigError(msg)
@@ -337,6 +339,15 @@ class Publisher:
             raise ConnectFailedError("config_error", str(exc)) from exc
         link = MqttLink(client, self._on_ack, self._dispatch)
         try:
+            return await self._open(link)
+        except ConnectFailedError:
+            link.abort()
+            if self._tls_context is not None:
+                self._tls_context.close_sockets()
+            raise
+
+    async def _open(self, link: MqttLink) -> MqttLink:
+        try:
             async with asyncio.timeout(self._cfg.connect_timeout_s + 2.0):
                 code = await link.open(
                     self._cfg.host,
@@ -346,16 +357,12 @@ class Publisher:
                     thread_timeout_s=self._cfg.connect_timeout_s,
                 )
         except ssl.SSLError as exc:  # includes certificate and host name mismatches
-            link.abort()
             raise ConnectFailedError("tls_error", str(exc)) from exc
         except TimeoutError as exc:
-            link.abort()
             raise ConnectFailedError("timeout", "no CONNACK in time") from exc
         except (OSError, ConnectionError) as exc:
-            link.abort()
             raise ConnectFailedError("network_error", str(exc)) from exc
         if code >= FAILURE:
-            link.abort()
             kind = "auth_error" if code in AUTH_REFUSALS else "broker_refused"
             raise ConnectFailedError(kind, reason_text(code))
         return link

@@ -17,15 +17,20 @@ if TYPE_CHECKING:
     from agent.config import TlsConfig
 
 
-class _NamedServerContext(ssl.SSLContext):
-    """A client context that always verifies ``expected_name``, whatever host was dialled.
+class HubTlsContext(ssl.SSLContext):
+    """A client context that remembers the sockets it wrapped, and may pin the name.
 
-    For a broker reached by IP address or an internal alias whose certificate carries
-    the public name (``tls.server_name``). Verification is never weakened: only the name
-    checked changes.
+    paho wraps the socket and runs the handshake inside ``connect``; when the handshake
+    fails (wrong CA, wrong name) it raises without closing that socket. Keeping them here
+    lets the publisher close them, so a hub retrying for days leaks no descriptors.
+
+    ``expected_name`` (``tls.server_name``), when set, is the name verified whatever host
+    was dialled (a broker reached by IP or internal alias). Verification is never
+    weakened: only the name checked changes.
     """
 
-    expected_name: str
+    expected_name: str | None = None
+    wrapped: list[ssl.SSLSocket]
 
     def wrap_socket(
         self,
@@ -36,32 +41,35 @@ class _NamedServerContext(ssl.SSLContext):
         server_hostname: str | bytes | None = None,
         session: ssl.SSLSession | None = None,
     ) -> ssl.SSLSocket:
-        """Wrap as the base class does, always checking ``expected_name``."""
-        del server_hostname  # the dialled host; replaced by the configured name
-        return super().wrap_socket(
+        """Wrap as the base class does, checking ``expected_name`` when set."""
+        wrapped = super().wrap_socket(
             sock,
             server_side=server_side,
             do_handshake_on_connect=do_handshake_on_connect,
             suppress_ragged_eofs=suppress_ragged_eofs,
-            server_hostname=self.expected_name,
+            server_hostname=self.expected_name or server_hostname,
             session=session,
         )
+        self.wrapped.append(wrapped)
+        return wrapped
+
+    def close_sockets(self) -> None:
+        """Close every socket this context wrapped (after a failed attempt)."""
+        for wrapped in self.wrapped:
+            wrapped.close()
+        self.wrapped.clear()
 
 
-def build_ssl_context(tls: TlsConfig) -> ssl.SSLContext:
+def build_ssl_context(tls: TlsConfig) -> HubTlsContext:
     """Build the client context from the config's files.
 
     Raises:
         TlsConfigError: a file is missing or unreadable, or the key does not match the
             certificate. Retrying cannot help until someone fixes the files.
     """
-    context: ssl.SSLContext
-    if tls.server_name:
-        named = _NamedServerContext(ssl.PROTOCOL_TLS_CLIENT)
-        named.expected_name = tls.server_name
-        context = named
-    else:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context = HubTlsContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.expected_name = tls.server_name
+    context.wrapped = []
     # PROTOCOL_TLS_CLIENT already means CERT_REQUIRED + check_hostname; say it anyway so
     # nobody "simplifies" it away.
     context.verify_mode = ssl.CERT_REQUIRED
