@@ -10,12 +10,13 @@ docs/payloads.md explains every field.
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from agent.clock import TimeSource
+from agent.clock import RESTAMPED_FLAG, TimeSource
 from agent.payloads.context import (
     PayloadContext,
     compact_number,
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 SCHEMA_PATH: Final = Path(__file__).with_name("compact.schema.json")
 FORMAT_NAME: Final = "wardlink-compact"
 FORMAT_VERSION: Final = 1
-# Time sources as one-digit codes (row position 4).
+# Time sources as one-digit codes (a row context's "ts").
 SOURCE_CODES: Final = {
     TimeSource.DEVICE: 0,
     TimeSource.DEVICE_CORRECTED: 1,
@@ -53,8 +54,9 @@ _DEVICE_KEYS: Final = (
 )
 
 Json = dict[str, Any]
-# A row is [id, seq offset, stream, effective ms, source, values] + an optional object.
-_FIXED_FIELDS: Final = 6
+# A row is [id, seq offset, context, effective ms, values], then optionally an object of
+# the fields only that reading has.
+_FIXED_FIELDS: Final = 5
 
 
 class _Tables:
@@ -64,8 +66,11 @@ class _Tables:
         self.patients: dict[tuple[str, int], int] = {}
         self.devices: dict[tuple[str | None, ...], int] = {}
         self.streams: dict[tuple[Any, ...], int] = {}
+        self.contexts: dict[str, int] = {}
+        self._context_list: list[Json] = []
 
     def stream_index(self, stored: StoredReading) -> int:
+        """What a row's values mean: patient, device, kind, quantity names and units."""
         reading = stored.reading
         patient = (reading.patient.patient_id, reading.patient.binding_version)
         device = tuple(getattr(reading.device, attr) for _, attr in _DEVICE_KEYS)
@@ -79,6 +84,14 @@ class _Tables:
         )
         return self.streams.setdefault(key, len(self.streams))
 
+    def context_index(self, context: Json) -> int:
+        """A row's context: its stream plus what a stream repeats (time source, flags)."""
+        key = json.dumps(context, sort_keys=True)
+        if key not in self.contexts:
+            self.contexts[key] = len(self._context_list)
+            self._context_list.append(context)
+        return self.contexts[key]
+
     def envelope_tables(self) -> Json:
         devices = [
             {key: value for (key, _), value in zip(_DEVICE_KEYS, device, strict=True) if value}
@@ -88,7 +101,12 @@ class _Tables:
             {"p": p, "d": d, "k": k, "c": c, "dv": dv, "q": [list(nu) for nu in q]}
             for (p, d, k, c, dv, q) in self.streams
         ]
-        return {"pt": [list(p) for p in self.patients], "dev": devices, "st": streams}
+        return {
+            "pt": [list(p) for p in self.patients],
+            "dev": devices,
+            "st": streams,
+            "cx": self._context_list,
+        }
 
 
 def build_compact(batch: Sequence[StoredReading], now: HubTime, context: PayloadContext) -> Json:
@@ -99,8 +117,7 @@ def build_compact(batch: Sequence[StoredReading], now: HubTime, context: Payload
     seq0 = min(stored.seq for stored in batch)
     tables = _Tables()
     rows = [
-        _row(stored, pub, tables.stream_index(stored), base_ms, seq0)
-        for stored, pub in zip(batch, times, strict=True)
+        _row(stored, pub, tables, base_ms, seq0) for stored, pub in zip(batch, times, strict=True)
     ]
     return {
         "fmt": FORMAT_NAME,
@@ -123,37 +140,39 @@ def _value(quantity: Quantity) -> int | float | str | None:
 
 
 def _row(
-    stored: StoredReading, pub: PublishedTime, stream: int, base_ms: int, seq0: int
+    stored: StoredReading, pub: PublishedTime, tables: _Tables, base_ms: int, seq0: int
 ) -> list[Any]:
     reading = stored.reading
+    unsynced = not reading.received.clock_synced and RESTAMPED_FLAG not in pub.flags
+    shared = {
+        "tf": list(pub.flags),
+        "ms": list(reading.status),
+        "ex": reading.extra,
+        # Kept (with mono) so the backend can still place the reading if the hub syncs
+        # only after a reboot.
+        "boot": reading.received.boot_id if unsynced else None,
+    }
+    context: Json = {"s": tables.stream_index(stored), "ts": SOURCE_CODES[pub.time_source]}
+    context.update({k: v for k, v in shared.items() if v})
     row: list[Any] = [
         uuid_base64url(reading),
         stored.seq - seq0,
-        stream,
+        tables.context_index(context),
         epoch_ms(pub.effective) - base_ms,
-        SOURCE_CODES[pub.time_source],
         [_value(q) for q in reading.values],
     ]
-    extras: Json = {}
-    if pub.flags:
-        extras["tf"] = list(pub.flags)
-    if reading.status:
-        extras["ms"] = list(reading.status)
-    if pub.time_source is not TimeSource.HUB_RECEIPT:
-        extras["rc"] = epoch_ms(pub.receipt) - base_ms
-    if not reading.received.clock_synced and "restamped" not in pub.flags:
-        # Kept so the backend can still place the reading if the hub syncs too late.
-        extras["mono"] = reading.received.monotonic_ns
-        extras["boot"] = reading.received.boot_id
-    optional = {
+    own = {
+        "rc": None
+        if pub.time_source is TimeSource.HUB_RECEIPT
+        else epoch_ms(pub.receipt) - base_ms,
+        "mono": reading.received.monotonic_ns if unsynced else None,
         "dt": reading.device_time,
         "off": reading.device_clock_offset_s,
         "dq": reading.device_seq,
-        "ex": reading.extra or None,
     }
-    extras.update({key: value for key, value in optional.items() if value is not None})
-    if extras:
-        row.append(extras)
+    own_fields = {k: v for k, v in own.items() if v is not None}
+    if own_fields:
+        row.append(own_fields)
     return row
 
 
@@ -169,9 +188,12 @@ def decode_compact(document: Json) -> list[Json]:
     sources = {code: source for source, code in SOURCE_CODES.items()}
     readings = []
     for row in document["r"]:
-        rid, seq_off, stream_idx, eff_ms, src, values = row[:_FIXED_FIELDS]
-        extras: Json = row[_FIXED_FIELDS] if len(row) > _FIXED_FIELDS else {}
-        stream = document["st"][stream_idx]
+        rid, seq_off, context_idx, eff_ms, values = row[:_FIXED_FIELDS]
+        context = document["cx"][context_idx]
+        extras: Json = {k: v for k, v in context.items() if k not in {"s", "ts"}}
+        if len(row) > _FIXED_FIELDS:
+            extras.update(row[_FIXED_FIELDS])
+        stream = document["st"][context["s"]]
         patient_id, binding_version = document["pt"][stream["p"]]
         names = [name for name, _ in stream["q"]]
         readings.append(
@@ -185,7 +207,7 @@ def decode_compact(document: Json) -> list[Json]:
                 "values": dict(zip(names, values, strict=True)),
                 "units": dict(stream["q"]),
                 "effective_time": base + timedelta(milliseconds=eff_ms),
-                "time_source": sources[src],
+                "time_source": sources[context["ts"]],
                 "receipt_time": base + timedelta(milliseconds=extras.get("rc", eff_ms)),
                 **extras,
             }

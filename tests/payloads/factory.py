@@ -137,7 +137,7 @@ def stored(reading: Reading, seq: int = 1001) -> StoredReading:
     return StoredReading(seq=seq, reading=reading, state="pending")
 
 
-def spo2_stream(count: int, *, first_seq: int = 5000) -> list[StoredReading]:
+def spo2_stream(count: int, *, first_seq: int = 5000, **overrides: Any) -> list[StoredReading]:
     """A 1 Hz SpO2 stream from the oximeter, as the outbox would batch it."""
     return [
         stored(
@@ -147,6 +147,7 @@ def spo2_stream(count: int, *, first_seq: int = 5000) -> list[StoredReading]:
                 received=hub_time(
                     RECEIVED_UTC + timedelta(seconds=i), mono_ns=5_000_000_000 + i * 1_000_000_000
                 ),
+                **overrides,
             ),
             seq=first_seq + i,
         )

@@ -50,7 +50,7 @@ def test_schema_is_valid_draft_2020_12() -> None:
 
 def test_schema_rejects_a_broken_document() -> None:
     document = compact_for([stored(reading_of(Kind.GLUCOSE))])
-    document["r"][0][4] = 7  # no such time source
+    document["cx"][0]["ts"] = 7  # no such time source
     with pytest.raises(jsonschema.ValidationError):
         VALIDATOR.validate(document)
     del document["pt"]
@@ -90,6 +90,27 @@ def test_special_value_is_named_never_a_number() -> None:
 def test_spo2_stream_of_60_fits_60_bytes_per_reading() -> None:
     encoded = encode_batch(spo2_stream(60), hub_time(), fmt="compact", context=CONTEXT)
     assert len(encoded.payload) / 60 <= 60
+
+
+def test_serial_stream_with_status_and_extras_still_fits_60_bytes_per_reading() -> None:
+    # As the Nonin serial driver emits them: status flags and extras on every sample.
+    batch = spo2_stream(
+        60, status=("marginal_perfusion",), extra={"protocol": "nonin_df7", "samples": "3"}
+    )
+    encoded = encode_batch(batch, hub_time(), fmt="compact", context=CONTEXT)
+    assert len(encoded.payload) / 60 <= 60
+    document = compact_for(batch)
+    assert document["cx"] == [
+        {
+            "s": 0,
+            "ts": 2,
+            "ms": ["marginal_perfusion"],
+            "ex": {"protocol": "nonin_df7", "samples": "3"},
+        }
+    ]
+    rows = decode_compact(document)
+    assert all(row["ms"] == ["marginal_perfusion"] for row in rows)
+    assert all(row["ex"] == {"protocol": "nonin_df7", "samples": "3"} for row in rows)
 
 
 def test_unsynced_reading_keeps_monotonic_time_and_boot_until_restamped() -> None:
