@@ -1,0 +1,134 @@
+"""Thin a high-rate sample stream to one value per interval, keeping the worst status.
+
+Pure: the caller passes the (monotonic) time in seconds; nothing here reads a clock.
+
+Policy (docs/serial.md): an interval's status is the union of every sample's flags, so
+a finger-out or artifact lasting one frame is never hidden. Its representative value is,
+per quantity, the *last valid* value of the interval: oximeters update SpO2 about once a
+second anyway, and the flags say when part of the interval had no valid value. A
+quantity is missing only if no sample in the interval had it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from drivers.serial.protocols.base import (
+    PERFUSION_INDEX_MISSING,
+    PULSE_RATE_MISSING,
+    SPO2_MISSING,
+    Sample,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+_MISSING_FLAGS: Final = frozenset({SPO2_MISSING, PULSE_RATE_MISSING, PERFUSION_INDEX_MISSING})
+INTERVAL_TRUNCATED: Final = "interval_truncated"
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """One aggregated reading's worth of samples.
+
+    Attributes:
+        sample: the representative sample (values and merged status).
+        sample_count: how many decoded samples it summarises.
+    """
+
+    sample: Sample
+    sample_count: int
+
+
+@dataclass(slots=True)
+class _Window:
+    start_s: float
+    samples: list[Sample] = field(default_factory=list)
+
+
+class IntervalAggregator:
+    """Collect samples into fixed intervals; spot samples pass straight through."""
+
+    def __init__(self, interval_s: float) -> None:
+        """``interval_s`` > 0 is the length of one aggregation interval."""
+        if interval_s <= 0:
+            raise ValueError(f"interval_s must be > 0, got {interval_s}")
+        self._interval_s = interval_s
+        self._window: _Window | None = None
+        self._last_end_s: float | None = None
+
+    @property
+    def deadline_s(self) -> float | None:
+        """When the open interval ends (the caller should call ``due`` then), or None."""
+        return None if self._window is None else self._window.start_s + self._interval_s
+
+    def add(self, sample: Sample, now_s: float) -> list[Interval]:
+        """Add a sample received at ``now_s``; return any interval this closed."""
+        if sample.spot:
+            return [Interval(sample, 1)]
+        closed = self.due(now_s)
+        if self._window is None:
+            self._window = _Window(self._next_start(now_s, closed))
+        self._window.samples.append(sample)
+        return closed
+
+    def due(self, now_s: float) -> list[Interval]:
+        """Close the open interval if ``now_s`` is at or past its end."""
+        deadline = self.deadline_s
+        if deadline is None or now_s < deadline:
+            return []
+        return self.flush()
+
+    def flush(self, *, truncated: bool = False) -> list[Interval]:
+        """Close the open interval now (``truncated``: it was cut short by an unplug)."""
+        window, self._window = self._window, None
+        if window is None or not window.samples:
+            return []
+        self._last_end_s = window.start_s + self._interval_s
+        return [merge(window.samples, truncated=truncated)]
+
+    def _next_start(self, now_s: float, closed: list[Interval]) -> float:
+        # Back-to-back intervals keep a steady cadence; after a gap, start afresh.
+        last_end = self._last_end_s
+        if closed and last_end is not None and now_s < last_end + self._interval_s:
+            return last_end
+        return now_s
+
+
+def _last_valid(values: Iterable[float | None]) -> float | None:
+    result = None
+    for value in values:
+        if value is not None:
+            result = value
+    return result
+
+
+def merge(samples: list[Sample], *, truncated: bool = False) -> Interval:
+    """Merge an interval's samples by the policy in the module docstring."""
+    spo2 = _last_valid(s.spo2 for s in samples)
+    pulse_rate = _last_valid(s.pulse_rate for s in samples)
+    perfusion = _last_valid(s.perfusion_index for s in samples)
+    flags = {f for s in samples for f in s.status if f not in _MISSING_FLAGS}
+    if spo2 is None:
+        flags.add(SPO2_MISSING)
+    if pulse_rate is None:
+        flags.add(PULSE_RATE_MISSING)
+    if perfusion is None and any(PERFUSION_INDEX_MISSING in s.status for s in samples):
+        flags.add(PERFUSION_INDEX_MISSING)
+    if truncated:
+        flags.add(INTERVAL_TRUNCATED)
+    last = samples[-1]
+    merged = Sample(
+        spo2=None if spo2 is None else int(spo2),
+        pulse_rate=None if pulse_rate is None else int(pulse_rate),
+        perfusion_index=perfusion,
+        status=tuple(sorted(flags)),
+        device_time=last.device_time,
+        serial_number=_last_serial(samples),
+    )
+    return Interval(merged, len(samples))
+
+
+def _last_serial(samples: list[Sample]) -> str | None:
+    return next((s.serial_number for s in reversed(samples) if s.serial_number), None)

@@ -1,0 +1,238 @@
+"""What every serial oximetry decoder yields: ``Sample``, plus its counters.
+
+Pure: no I/O, no clock. A decoder is an incremental state machine fed with whatever
+bytes the port happened to deliver (any chunking); it never raises on bad input,
+it counts and skips it (serial-protocols.md §7.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import datetime
+
+# Vendor-neutral status flags (serial-protocols.md §7.4): alerting must not depend on
+# which oximeter a patient has. A decoder maps its vendor bits onto these names.
+SENSOR_OFF: Final = "sensor_off"  # finger out / probe off / no sensor
+SENSOR_FAULT: Final = "sensor_fault"  # defective, unrecognised or disconnected sensor
+ARTIFACT: Final = "artifact"
+OUT_OF_TRACK: Final = "out_of_track"
+SEARCHING: Final = "searching"  # searching for a pulse
+SEARCHING_TOO_LONG: Final = "searching_too_long"
+LOW_PERFUSION: Final = "low_perfusion"
+MARGINAL_PERFUSION: Final = "marginal_perfusion"
+INTERFERENCE: Final = "interference"
+LOW_SIGNAL_QUALITY: Final = "low_signal_quality"
+LOW_SPO2_INDICATED: Final = "low_spo2_indicated"  # the device's own desaturation mark
+LOW_BATTERY: Final = "low_battery"
+DEVICE_ALARM: Final = "device_alarm"  # an opaque vendor alarm word was non-zero
+NO_MEASUREMENT: Final = "no_measurement"
+FROM_MEMORY: Final = "from_memory"  # a stored record forwarded after a reconnect
+SPO2_MISSING: Final = "spo2_missing"
+PULSE_RATE_MISSING: Final = "pulse_rate_missing"
+PERFUSION_INDEX_MISSING: Final = "perfusion_index_missing"
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One decoded measurement unit (a packet, frame or line), vendor-neutral.
+
+    A value the device marked as missing is None *and* named by a ``*_missing`` flag
+    in ``status``; a value the protocol does not carry at all is None without a flag.
+
+    Attributes:
+        spo2: functional oxygen saturation in %, or None.
+        pulse_rate: pulse rate in beats per minute, or None.
+        perfusion_index: perfusion index in %, or None.
+        status: sorted vendor-neutral flag names (see the constants above).
+        spot: True for a spot check (Nonin DF13) rather than a stream sample.
+        device_time: the device's own naive wall-clock timestamp, if it sent one.
+        serial_number: the serial number the device printed in this unit, if any.
+    """
+
+    spo2: int | None
+    pulse_rate: int | None
+    perfusion_index: float | None
+    status: tuple[str, ...] = ()
+    spot: bool = False
+    device_time: datetime | None = None
+    serial_number: str | None = None
+
+
+@dataclass(slots=True)
+class DecoderStats:
+    """Running counters of one decoder (the driver reports their increments).
+
+    Attributes:
+        samples: samples produced.
+        bytes_skipped: bytes discarded while hunting for sync or inside dropped units.
+        bad_frames: units dropped for a bad checksum, header, layout or value range.
+        other_packets: well-formed packets that carry no live reading (replies, notices).
+    """
+
+    samples: int = 0
+    bytes_skipped: int = 0
+    bad_frames: int = 0
+    other_packets: int = 0
+
+
+class Decoder(Protocol):
+    """An incremental decoder: feed any chunk of bytes, get the samples completed."""
+
+    stats: DecoderStats
+
+    def feed(self, data: bytes) -> list[Sample]:
+        """Consume ``data``; return the samples it completed. Never raises on bad input."""
+        ...
+
+    def reset(self) -> None:
+        """Forget any partial unit (after an unplug); counters are kept."""
+        ...
+
+
+@dataclass(slots=True)
+class ByteBuffer:
+    """The pending bytes of a framer, with the one operation every framer needs."""
+
+    data: bytearray = field(default_factory=bytearray)
+    discarding: bool = False  # line framers: inside an overlong line, drop to its end
+
+    def skip(self, n: int, stats: DecoderStats) -> None:
+        """Drop ``n`` bytes from the front and count them as skipped."""
+        del self.data[:n]
+        stats.bytes_skipped += n
+
+
+# Masimo Radical-7 colour lines run to ~200 characters; anything far longer is garbage.
+ASCII_MAX_LINE: Final = 512
+
+
+class Framer:
+    """The shared shell of every decoder: a byte buffer, counters and ``feed``/``reset``.
+
+    A subclass implements ``_extract``, which takes every complete unit out of
+    ``self._buf`` and counts what it skips.
+    """
+
+    def __init__(self) -> None:
+        """Start with an empty buffer, unsynchronised."""
+        self._buf = ByteBuffer()
+        self.stats = DecoderStats()
+
+    def reset(self) -> None:
+        """Forget any partial unit (after an unplug); counters are kept."""
+        self._buf = ByteBuffer()
+
+    def feed(self, data: bytes) -> list[Sample]:
+        """Consume ``data``; return the samples it completed. Never raises on bad input."""
+        self._buf.data.extend(data)
+        out = self._extract()
+        self.stats.samples += len(out)
+        return out
+
+    def _extract(self) -> list[Sample]:
+        raise NotImplementedError
+
+    def _drop_to_next_start(self) -> None:
+        """For bit-7-synchronised formats: drop a bad unit up to the next start byte."""
+        self.stats.bad_frames += 1
+        self._buf.skip(1, self.stats)
+        while self._buf.data and not self._buf.data[0] & 0x80:
+            self._buf.skip(1, self.stats)
+
+
+class Bit7Framer(Framer):
+    """Formats without a checksum whose unit is one byte with bit 7 set, then bytes without.
+
+    Nonin DF8 and Contec V5 sync this way; a start byte inside a unit means bytes
+    were lost, and the partial unit is dropped (serial-protocols.md §1.4, §2.1).
+    """
+
+    def __init__(self, length: int, decode: Callable[[bytes], Sample | None]) -> None:
+        """``decode`` returns None for a unit whose values are out of range."""
+        super().__init__()
+        self._length = length
+        self._decode = decode
+
+    def _extract(self) -> list[Sample]:
+        buf = self._buf.data
+        out: list[Sample] = []
+        while buf:
+            if not buf[0] & 0x80:
+                self._buf.skip(1, self.stats)
+                continue
+            if any(b & 0x80 for b in buf[1 : self._length]):
+                self._drop_to_next_start()
+                continue
+            if len(buf) < self._length:
+                break
+            sample = self._decode(bytes(buf[: self._length]))
+            if sample is None:
+                self._drop_to_next_start()
+                continue
+            out.append(sample)
+            del buf[: self._length]
+        return out
+
+
+class LineFramer(Framer):
+    """A framer for CR/LF text lines; subclasses decode one line at a time."""
+
+    def _extract(self) -> list[Sample]:
+        out: list[Sample] = []
+        for line in split_lines(self._buf, self.stats):
+            sample = self._decode_line(line)
+            if sample is not None:
+                out.append(sample)
+        return out
+
+    def _decode_line(self, line: bytes) -> Sample | None:
+        raise NotImplementedError
+
+
+def split_lines(buf: ByteBuffer, stats: DecoderStats) -> list[bytes]:
+    """Take every complete CR/LF-terminated line out of ``buf`` (shared by ASCII framers).
+
+    A partial line longer than ``ASCII_MAX_LINE`` is garbage: it is dropped and counted.
+    """
+    lines: list[bytes] = []
+    data = buf.data
+    while True:
+        end = next((i for i, b in enumerate(data) if b in (0x0A, 0x0D)), -1)
+        if end < 0:
+            if buf.discarding or len(data) > ASCII_MAX_LINE:
+                # Keep discarding up to the next terminator, so that the tail of an
+                # overlong line is never read as a line of its own (chunking-proof).
+                if not buf.discarding:
+                    stats.bad_frames += 1
+                buf.discarding = True
+                buf.skip(len(data), stats)
+            return lines
+        line = bytes(data[:end])
+        del data[: end + 1]
+        if buf.discarding or len(line) > ASCII_MAX_LINE:
+            if not buf.discarding:
+                stats.bad_frames += 1
+            stats.bytes_skipped += len(line)
+            buf.discarding = False
+            continue
+        if line:
+            lines.append(line)
+
+
+def missing_flags(spo2: int | None, pulse_rate: int | None) -> list[str]:
+    """The ``*_missing`` flags for the two values every oximeter carries."""
+    flags = []
+    if spo2 is None:
+        flags.append(SPO2_MISSING)
+    if pulse_rate is None:
+        flags.append(PULSE_RATE_MISSING)
+    return flags
+
+
+def nonin_value(raw: int, missing_code: int) -> int | None:
+    """A Nonin value, None for its missing code (SpO2 127, HR 511; §1.3)."""
+    return None if raw == missing_code else raw

@@ -1,0 +1,176 @@
+"""Serial decoders on whole streams: chunking, corruption, arbitrary bytes, purity."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from datetime import datetime
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from drivers.emulators.serial_frames import (
+    STREAMS,
+    Vitals,
+    corrupt,
+    encode_df13,
+    encode_masimo,
+)
+from drivers.serial.aggregate import Interval, IntervalAggregator, merge
+from drivers.serial.protocols import PROTOCOLS, Sample
+
+WHEN = datetime(2026, 11, 27, 10, 30)  # noqa: DTZ001 - device wall time
+
+
+def _unit(protocol: str, vitals: Vitals, i: int) -> bytes:
+    if protocol == "nonin-df13":
+        return encode_df13(vitals, WHEN.replace(second=i % 60))
+    if protocol == "masimo-ascii":
+        return encode_masimo(vitals, WHEN.replace(second=i % 60))
+    return STREAMS[protocol].encode(vitals, i)
+
+
+def _mixed_stream(protocol: str, seed: int) -> tuple[bytes, int]:
+    """Good units interleaved with garbage and corrupted units; returns (stream, good)."""
+    rng = random.Random(seed)
+    parts: list[bytes] = []
+    good = 0
+    for i in range(60):
+        vitals = Vitals(spo2=rng.randint(90, 99), pulse_rate=rng.randint(55, 130))
+        roll = rng.random()
+        if roll < 0.1:
+            parts.append(corrupt(protocol, _unit(protocol, vitals, i)))
+        elif roll < 0.2:
+            parts.append(bytes(rng.randrange(256) for _ in range(rng.randint(1, 12))))
+        else:
+            parts.append(_unit(protocol, vitals, i))
+            good += 1
+    return b"".join(parts), good
+
+
+def _feed_in_chunks(protocol: str, data: bytes, sizes: list[int]) -> tuple[list[Sample], object]:
+    decoder = PROTOCOLS[protocol].make_decoder()
+    out: list[Sample] = []
+    pos = 0
+    for size in sizes:
+        out += decoder.feed(data[pos : pos + size])
+        pos += size
+    out += decoder.feed(data[pos:])
+    return out, decoder.stats
+
+
+@pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
+def test_byte_by_byte_equals_whole_buffer(protocol: str) -> None:
+    data, _ = _mixed_stream(protocol, seed=7)
+    whole, whole_stats = _feed_in_chunks(protocol, data, [])
+    single, single_stats = _feed_in_chunks(protocol, data, [1] * len(data))
+    rng = random.Random(3)
+    chunked, chunked_stats = _feed_in_chunks(
+        protocol, data, [rng.randint(1, 40) for _ in range(len(data) // 10)]
+    )
+    assert whole == single == chunked
+    assert whole_stats == single_stats == chunked_stats
+
+
+@pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
+def test_corruption_never_becomes_a_sample(protocol: str) -> None:
+    # Garbage can by chance look like a frame of the unchecked protocols, so the claim
+    # tested is: every good unit is decoded, every corrupted unit is rejected.
+    rng = random.Random(11)
+    decoder = PROTOCOLS[protocol].make_decoder()
+    samples: list[Sample] = []
+    good = 0
+    for i in range(40):
+        vitals = Vitals(spo2=rng.randint(90, 99), pulse_rate=rng.randint(55, 130))
+        if i % 3 == 1:
+            samples += decoder.feed(corrupt(protocol, _unit(protocol, Vitals(50, 250), i)))
+        else:
+            samples += decoder.feed(_unit(protocol, vitals, i))
+            good += 1
+    # The last unit may be held back until more bytes show it is complete.
+    assert good - 1 <= len(samples) <= good
+    assert all(s.spo2 != 50 and s.pulse_rate != 250 for s in samples)
+    assert decoder.stats.bad_frames + decoder.stats.bytes_skipped > 0
+
+
+@pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
+def test_resync_after_a_cut_in_the_middle_of_a_unit(protocol: str) -> None:
+    unit = _unit(protocol, Vitals(spo2=96, pulse_rate=66), 0)
+    decoder = PROTOCOLS[protocol].make_decoder()
+    tail = _unit(protocol, Vitals(spo2=94, pulse_rate=77), 1) * 3
+    samples = decoder.feed(unit[len(unit) // 2 :] + tail)
+    assert [(s.spo2, s.pulse_rate) for s in samples][-2:] == [(94, 77), (94, 77)]
+
+
+@pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
+@settings(
+    max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.binary(max_size=200), cut=st.integers(min_value=0, max_value=200))
+def test_arbitrary_bytes_never_raise(protocol: str, data: bytes, cut: int) -> None:
+    decoder = PROTOCOLS[protocol].make_decoder()
+    samples = decoder.feed(data[:cut]) + decoder.feed(data[cut:])
+    for s in samples:
+        assert s.spo2 is None or 0 <= s.spo2 <= 100
+        assert s.pulse_rate is None or 0 <= s.pulse_rate <= 511
+    assert decoder.stats.bytes_skipped <= len(data)
+
+
+def test_codecs_import_no_io_modules() -> None:
+    modules = [
+        "drivers.serial.protocols",
+        "drivers.serial.protocols.nonin",
+        "drivers.serial.protocols.contec",
+        "drivers.serial.protocols.masimo",
+        "drivers.serial.aggregate",
+        "drivers.emulators.serial_frames",
+    ]
+    code = (
+        "import sys\n"
+        f"for m in {modules!r}: __import__(m)\n"
+        "io = {'asyncio', 'serial', 'sqlite3', 'paho', 'bleak', 'select', 'socket'}\n"
+        "bad = io & set(sys.modules)\n"
+        "print(sorted(bad))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
+    )
+    assert result.stdout.strip() == "[]"
+
+
+# --- aggregation -------------------------------------------------------------------------
+
+
+def _s(spo2: int | None, pr: int | None, *status: str) -> Sample:
+    return Sample(spo2=spo2, pulse_rate=pr, perfusion_index=None, status=tuple(status))
+
+
+def test_interval_keeps_worst_status_and_last_valid_values() -> None:
+    merged = merge(
+        [_s(97, 70), _s(None, None, "sensor_off", "spo2_missing", "pulse_rate_missing"), _s(96, 71)]
+    )
+    assert merged.sample == _s(96, 71, "sensor_off")
+    assert merged.sample_count == 3
+
+
+def test_interval_all_missing_is_missing() -> None:
+    merged = merge([_s(None, None, "spo2_missing", "pulse_rate_missing", "sensor_off")] * 2)
+    assert merged.sample == _s(None, None, "pulse_rate_missing", "sensor_off", "spo2_missing")
+
+
+def test_aggregator_emits_one_interval_per_period() -> None:
+    agg = IntervalAggregator(1.0)
+    closed = []
+    for i in range(75 * 3):  # three seconds of 75 frames/s
+        closed += agg.add(_s(90 + i % 5, 70), now_s=100.0 + i / 75)
+    closed += agg.due(103.0)
+    assert [c.sample_count for c in closed] == [75, 75, 75]
+
+
+def test_spot_samples_are_never_merged() -> None:
+    agg = IntervalAggregator(1.0)
+    spot = Sample(spo2=95, pulse_rate=70, perfusion_index=None, spot=True)
+    assert agg.add(spot, 1.0) == agg.add(spot, 1.1) == [Interval(spot, 1)]
+    assert agg.deadline_s is None
