@@ -141,9 +141,10 @@ def derive_effective_time(
     - device says its clock is unset, or the time is before 2010: flag
       ``device_clock_unset`` and use the receipt time;
     - a measured device-vs-hub offset: device time minus the offset (corrected);
-    - device time ahead of the hub by more than 5 minutes: flag
-      ``device_time_future`` and use the receipt time;
-    - otherwise the device time as sent.
+    - the (corrected) device time ahead of a synced hub by more than 5 minutes: flag
+      ``device_time_future`` and use the receipt time (a stale offset cannot put a
+      reading in the future);
+    - otherwise the device time, as sent or corrected.
     Naive device times are read in the hub's configured zone; a wall time that is
     ambiguous or non-existent across a DST change is flagged, never guessed silently.
     """
@@ -157,13 +158,14 @@ def derive_effective_time(
     if device_clock_unset or device_utc < PLAUSIBLE_EARLIEST:
         flags.append("device_clock_unset")
         return received.utc, TimeSource.HUB_RECEIPT, tuple(flags)
+    source = TimeSource.DEVICE
     if device_clock_offset_s is not None:
-        corrected = device_utc - timedelta(seconds=device_clock_offset_s)
-        return corrected, TimeSource.DEVICE_CORRECTED, tuple(flags)
+        device_utc -= timedelta(seconds=device_clock_offset_s)
+        source = TimeSource.DEVICE_CORRECTED
     if received.clock_synced and device_utc - received.utc > FUTURE_TOLERANCE:
         flags.append("device_time_future")
         return received.utc, TimeSource.HUB_RECEIPT, tuple(flags)
-    return device_utc, TimeSource.DEVICE, tuple(flags)
+    return device_utc, source, tuple(flags)
 
 
 def to_utc(wall: datetime, timezone_name: str) -> tuple[datetime, tuple[str, ...]]:
@@ -205,8 +207,11 @@ def restamp(
     time is ``now.utc - (now.monotonic_ns - received.monotonic_ns)``. It replaces
     HUB_RECEIPT effective times, and shifts DEVICE_CORRECTED ones by the same amount
     (their offset was measured against the unsynced hub clock). A DEVICE time, as the
-    device sent it, is never changed. Another boot's monotonic time means nothing now,
-    so such readings are flagged ``hub_clock_unsynced_other_boot`` and left alone.
+    device sent it, is never shifted; but a device time now seen to be more than 5
+    minutes in the future is replaced by the receipt time, flagged
+    ``device_time_future``, as at capture. Another boot's monotonic time means nothing
+    now, so such readings are flagged ``hub_clock_unsynced_other_boot`` and left alone
+    (as is a monotonic time from "later" than now, which only corrupt data can give).
     """
     unchanged = PublishedTime(effective_time, time_source, received.utc, time_flags)
     if received.clock_synced or not now.clock_synced:
@@ -221,7 +226,7 @@ def restamp(
     if time_source is TimeSource.HUB_RECEIPT:
         return PublishedTime(receipt, time_source, receipt, flags)
     if time_source is TimeSource.DEVICE_CORRECTED:
-        return PublishedTime(effective_time + (receipt - received.utc), time_source, receipt, flags)
+        effective_time += receipt - received.utc
     if effective_time - receipt > FUTURE_TOLERANCE:
         # Could not be judged while the hub clock was wrong; now it can.
         return PublishedTime(

@@ -76,6 +76,12 @@ def test_device_clock_two_hours_fast_without_offset_is_flagged_future() -> None:
     assert (effective, source, flags) == (HUB_NOW, TimeSource.HUB_RECEIPT, ("device_time_future",))
 
 
+def test_corrected_time_still_in_the_future_is_not_trusted() -> None:
+    # Offset measured at connect (+60 s) but the device clock jumped since: 3 h ahead.
+    effective, source, flags = derive(hub(), wall("2026-11-27T12:01:00"), offset_s=60.0)
+    assert (effective, source, flags) == (HUB_NOW, TimeSource.HUB_RECEIPT, ("device_time_future",))
+
+
 @pytest.mark.parametrize("unset_bit", [False, True])
 def test_device_clock_unset_year_2000_falls_back_to_receipt(unset_bit: bool) -> None:
     device_time = wall("2000-01-01T00:05:00") if not unset_bit else wall("2026-11-27T08:59:00")
