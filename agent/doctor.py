@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Final, TextIO
 from agent.clock import is_clock_synced
 from agent.doctorchecks import Check, check_clock, check_disk, check_outbox, device_checks
 from agent.errors import ConfigError
+from agent.localstatus import pid_alive, read_state_file, state_file_path
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -68,8 +69,15 @@ def _checks_for(config: Config, config_path: Path, clock_synced: Callable[[], bo
         check_outbox(config.storage.path),
     ]
     checks += broker_checks(config.mqtt, config.hub.id)
-    checks += device_checks(config)
+    checks += device_checks(config, agent_pid=_running_agent_pid(config.storage.path))
     return checks
+
+
+def _running_agent_pid(outbox_path: Path) -> int | None:
+    """The pid in the agent's state file, if that process is alive."""
+    state = read_state_file(state_file_path(outbox_path))
+    pid = None if state is None else state.get("pid")
+    return pid if isinstance(pid, int) and pid_alive(pid) else None
 
 
 def render(checks: list[Check], *, color: bool) -> str:

@@ -12,6 +12,7 @@ import fcntl
 import os
 import shutil
 import stat
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -174,8 +175,11 @@ def _rfkill_blocked(sys_rfkill: Path) -> str | None:
     return None
 
 
-def check_serial_port(device_id: str, port: Path) -> Check:
-    """The port exists, is a tty, is readable/writable, and nobody else holds it."""
+def check_serial_port(device_id: str, port: Path, agent_pid: int | None = None) -> Check:
+    """The port exists, is a tty, is readable/writable, and nobody else holds it.
+
+    A port held by the running agent itself (``agent_pid``) passes: that is normal.
+    """
     name = f"serial {device_id}"
     if not port.exists():
         parent = port.parent
@@ -195,7 +199,24 @@ def check_serial_port(device_id: str, port: Path) -> Check:
             f"{port} is not readable and writable by this user",
             "add the wardlink user to the `dialout` group (the unit does: SupplementaryGroups)",
         )
+    if agent_pid is not None and _held_by(agent_pid, port):
+        return Check(name, "pass", f"{port} present, in use by the running agent (pid {agent_pid})")
     return _probe_tty(name, port)
+
+
+def _held_by(pid: int, port: Path) -> bool:
+    """Whether process ``pid`` has ``port`` open (its /proc fd links; root or same user)."""
+    target = os.path.realpath(port)
+    fd_dir = Path(f"/proc/{pid}/fd")
+    try:
+        links = list(fd_dir.iterdir())
+    except OSError:
+        return False  # gone, or another user's process we may not inspect
+    for link in links:
+        with suppress(OSError):  # an fd closing while we look is not a finding
+            if os.path.realpath(link) == target:
+                return True
+    return False
 
 
 def _probe_tty(name: str, port: Path) -> Check:
@@ -230,7 +251,9 @@ def _listing(directory: Path) -> str:
     return ", ".join(names) if names else "nothing"
 
 
-def device_checks(config: Config, sys_bluetooth: Path = SYS_BLUETOOTH) -> list[Check]:
+def device_checks(
+    config: Config, sys_bluetooth: Path = SYS_BLUETOOTH, agent_pid: int | None = None
+) -> list[Check]:
     """Bluetooth (if any device is BLE) and every configured serial port."""
     serial: Sequence[tuple[str, Path]] = [
         (d.id, Path(port)) for d in config.devices if (port := getattr(d, "port", None))
@@ -238,5 +261,5 @@ def device_checks(config: Config, sys_bluetooth: Path = SYS_BLUETOOTH) -> list[C
     serial_ids = {device_id for device_id, _ in serial}
     needs_ble = any(d.id not in serial_ids for d in config.devices)
     checks = [check_bluetooth(needed=needs_ble, sys_bluetooth=sys_bluetooth)]
-    checks += [check_serial_port(device_id, port) for device_id, port in serial]
+    checks += [check_serial_port(device_id, port, agent_pid) for device_id, port in serial]
     return checks

@@ -6,42 +6,42 @@ writer and sees the last committed state. The one write, ``requeue_rejected``, i
 single short ``BEGIN IMMEDIATE`` transaction with a busy timeout, so it waits its turn
 behind the agent's group commit (milliseconds) and never interleaves with it.
 
-The running agent keeps its row counts in memory; rows requeued here are picked up by its
+Reads and the requeue go through ``agent.outbox_store.OutboxStore`` itself (over a
+read-only connection for reads), so the SQL lives in one place. The running agent keeps
+its row counts in memory; rows requeued here are picked up by its
 publisher on its next connect or rescan. ``wardlink queue requeue`` says so.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
 from agent.errors import OutboxError
-from agent.outbox_codec import decode_context, decode_reading
 from agent.outbox_schema import (
-    BUSY_TIMEOUT_S,
     PENDING,
     REJECTED,
     STATE_CODES,
     STATE_NAMES,
+    connect,
     find_corruption,
     open_readonly,
 )
-from agent.readings import StoredReading
+from agent.outbox_store import OutboxStore
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
     from pathlib import Path
 
-    from agent.outbox_codec import ReadingContext
+    from agent.readings import StoredReading
 
-_ROWS: Final = (
-    "SELECT seq, state, reading_id, context, reject_reason, body FROM readings "
-    "WHERE state = ? AND seq > ? ORDER BY seq LIMIT ?"
+_REQUEUE_SEQ: Final = (
+    "UPDATE readings SET state = 0, reject_reason = NULL, state_at_us = NULL "
+    "WHERE seq = ? AND state = 3"
 )
-_REQUEUE_CHUNK: Final = 500  # seqs per UPDATE statement, below SQLite's variable limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +70,18 @@ class OutboxSummary:
         return max(0.0, (now - self.oldest_pending_received_at).total_seconds())
 
 
-def db_bytes(path: Path) -> int:
-    """Main database plus WAL size on disk."""
-    total = 0
-    for side in (path, path.with_name(path.name + "-wal")):
-        if side.exists():
-            total += side.stat().st_size
-    return total
+@contextmanager
+def _reader(path: Path) -> Iterator[OutboxStore]:
+    """The outbox's own store code over a read-only connection (its SELECTs only).
+
+    Raises:
+        OutboxError: no outbox there, or it cannot be read.
+    """
+    with closing(open_readonly(path)) as conn:
+        try:
+            yield OutboxStore(conn, path, capacity_readings=0, receipts=False, quarantined=None)
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{path}: cannot read the outbox: {exc}") from exc
 
 
 def summarize(path: Path) -> OutboxSummary:
@@ -85,28 +90,15 @@ def summarize(path: Path) -> OutboxSummary:
     Raises:
         OutboxError: no outbox there, or it cannot be read.
     """
-    with closing(open_readonly(path)) as conn:
-        try:
-            counts = dict.fromkeys(STATE_CODES, 0)
-            for state, count in conn.execute("SELECT state, count(*) FROM readings GROUP BY state"):
-                counts[STATE_NAMES[state]] = count
-            oldest = _oldest_pending(conn)
-            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
-        except sqlite3.Error as exc:
-            raise OutboxError(f"{path}: cannot read the outbox: {exc}") from exc
-    return OutboxSummary(counts, oldest, int(row[0]) if row else 0, db_bytes(path))
-
-
-def _oldest_pending(conn: sqlite3.Connection) -> datetime | None:
-    row = conn.execute(
-        "SELECT r.reading_id, c.body, r.body FROM readings r JOIN contexts c ON c.id = r.context "
-        "WHERE r.state = ? ORDER BY r.seq LIMIT 1",
-        (PENDING,),
-    ).fetchone()
-    if row is None:
-        return None
-    reading = decode_reading(row[0], decode_context(row[1]), row[2])
-    return reading.received.utc.astimezone(UTC)
+    with _reader(path) as store:
+        counts = {STATE_NAMES[code]: n for code, n in store.counts.items()}
+        oldest = store.oldest_pending()
+        return OutboxSummary(
+            counts,
+            None if oldest is None else oldest[1].astimezone(UTC),
+            store.last_seq(),
+            store.db_bytes(),
+        )
 
 
 def check_integrity(path: Path) -> str | None:
@@ -125,28 +117,14 @@ def iter_readings(path: Path, state: str, *, page_rows: int = 1000) -> Iterator[
     code = STATE_CODES.get(state)
     if code is None:
         raise ValueError(f"state must be one of {', '.join(STATE_CODES)}; got {state!r}")
-    with closing(open_readonly(path)) as conn:
-        contexts: dict[int, ReadingContext] = {}
+    with _reader(path) as store:
         after_seq = 0
         while True:
-            try:
-                rows = conn.execute(_ROWS, (code, after_seq, page_rows)).fetchall()
-            except sqlite3.Error as exc:
-                raise OutboxError(f"{path}: cannot read the outbox: {exc}") from exc
-            for seq, row_state, reading_id, context_id, reason, body in rows:
-                if context_id not in contexts:
-                    contexts[context_id] = _load_context(conn, context_id)
-                context = contexts[context_id]
-                reading = decode_reading(reading_id, context, body)
-                yield StoredReading(seq, reading, STATE_NAMES[row_state], reason)
+            rows = store.select(code, after_seq, page_rows)
+            yield from rows
             if len(rows) < page_rows:
                 return
-            after_seq = rows[-1][0]
-
-
-def _load_context(conn: sqlite3.Connection, context_id: int) -> ReadingContext:
-    row = conn.execute("SELECT body FROM contexts WHERE id = ?", (context_id,)).fetchone()
-    return decode_context(row[0])
+            after_seq = rows[-1].seq
 
 
 def requeue_rejected(path: Path, seqs: Sequence[int] | None) -> int:
@@ -161,31 +139,12 @@ def requeue_rejected(path: Path, seqs: Sequence[int] | None) -> int:
     """
     if not path.exists():
         raise OutboxError(f"{path}: no outbox database here")
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        changed = _requeue_in_transaction(conn, seqs)
-        conn.execute("COMMIT")
-    except sqlite3.Error as exc:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise OutboxError(f"{path}: requeue failed, nothing changed: {exc}") from exc
-    finally:
-        conn.close()
-    return changed
-
-
-def _requeue_in_transaction(conn: sqlite3.Connection, seqs: Sequence[int] | None) -> int:
-    update = (
-        "UPDATE readings SET state = ?, reject_reason = NULL, state_at_us = NULL WHERE state = ?"
-    )
-    if seqs is None:
-        return conn.execute(update, (PENDING, REJECTED)).rowcount
-    changed = 0
-    unique = sorted(set(seqs))
-    for start in range(0, len(unique), _REQUEUE_CHUNK):
-        chunk = unique[start : start + _REQUEUE_CHUNK]
-        marks = ",".join("?" * len(chunk))
-        cursor = conn.execute(f"{update} AND seq IN ({marks})", (PENDING, REJECTED, *chunk))
-        changed += cursor.rowcount
-    return changed
+    with closing(connect(path)) as conn:
+        try:
+            store = OutboxStore(conn, path, capacity_readings=0, receipts=False, quarantined=None)
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{path}: cannot read the outbox: {exc}") from exc
+        if seqs is None:
+            return store.requeue_all_rejected()
+        params = [(seq,) for seq in sorted(set(seqs))]
+        return store.change_state(_REQUEUE_SEQ, params, REJECTED, PENDING)

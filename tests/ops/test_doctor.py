@@ -226,6 +226,13 @@ def test_a_port_locked_by_another_process_is_reported(pty_path: Path) -> None:
             holder.stdout.close()
 
 
+def test_a_port_held_by_the_running_agent_passes(pty_path: Path) -> None:
+    with pty_path.open("rb", buffering=0):  # this test process plays the running agent
+        check = check_serial_port("oxi-1", pty_path, agent_pid=os.getpid())
+    assert check.status == "pass"
+    assert "in use by the running agent" in check.detail
+
+
 def test_a_regular_file_is_not_a_serial_port(tmp_path: Path) -> None:
     fake = tmp_path / "ttyUSB0"
     fake.write_text("")
