@@ -8,7 +8,7 @@ converted to mmHg only at presentation (§3.4).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from drivers._codecs._wire import Reader, flag_names
 
@@ -78,30 +78,18 @@ class BloodPressureFeature:
     features: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class _Tail:
-    timestamp: DateTimeFields | None
-    pulse_rate: MedFloat | None
-    user_id: int | None
-    status: tuple[str, ...] | None
-    pulse_rate_range: str | None
-
-
-def _read_tail(reader: Reader, flags: int) -> _Tail:
-    """The optional fields common to 0x2A35 and 0x2A36, in table order."""
-    timestamp = reader.date_time("timestamp") if flags & 0x02 else None
-    pulse_rate = reader.sfloat("pulse_rate") if flags & 0x04 else None
-    user_id = reader.uint(1, "user_id") if flags & 0x08 else None
-    status = pulse_range = None
+def _read_tail(reader: Reader, flags: int) -> dict[str, Any]:
+    """The unit and optional fields common to 0x2A35 and 0x2A36, in table order."""
+    tail: dict[str, Any] = {"unit": "kPa" if flags & 0x01 else "mmHg"}
+    tail["timestamp"] = reader.date_time("timestamp") if flags & 0x02 else None
+    tail["pulse_rate"] = reader.sfloat("pulse_rate") if flags & 0x04 else None
+    tail["user_id"] = reader.uint(1, "user_id") if flags & 0x08 else None
     if flags & 0x10:
         raw = reader.uint(2, "measurement_status")
-        status = flag_names(raw, MEASUREMENT_STATUS_BITS)
-        pulse_range = PULSE_RATE_RANGES[raw >> 3 & 0b11]
-    return _Tail(timestamp, pulse_rate, user_id, status, pulse_range)
-
-
-def _unit(flags: int) -> PressureUnit:
-    return "kPa" if flags & 0x01 else "mmHg"
+        tail["status"] = flag_names(raw, MEASUREMENT_STATUS_BITS)
+        tail["pulse_rate_range"] = PULSE_RATE_RANGES[raw >> 3 & 0b11]
+    tail["trailing"] = reader.rest()
+    return tail
 
 
 def decode_bp_measurement(data: bytes) -> BloodPressureMeasurement:
@@ -111,19 +99,7 @@ def decode_bp_measurement(data: bytes) -> BloodPressureMeasurement:
     systolic = reader.sfloat("systolic")
     diastolic = reader.sfloat("diastolic")
     mean = reader.sfloat("mean_arterial_pressure")
-    tail = _read_tail(reader, flags)
-    return BloodPressureMeasurement(
-        systolic=systolic,
-        diastolic=diastolic,
-        mean_arterial_pressure=mean,
-        unit=_unit(flags),
-        timestamp=tail.timestamp,
-        pulse_rate=tail.pulse_rate,
-        user_id=tail.user_id,
-        status=tail.status,
-        pulse_rate_range=tail.pulse_rate_range,
-        trailing=reader.rest(),
-    )
+    return BloodPressureMeasurement(systolic, diastolic, mean, **_read_tail(reader, flags))
 
 
 def decode_intermediate_cuff_pressure(data: bytes) -> IntermediateCuffPressure:
@@ -133,17 +109,7 @@ def decode_intermediate_cuff_pressure(data: bytes) -> IntermediateCuffPressure:
     cuff = reader.sfloat("cuff_pressure")
     # Spec fills these with NaN, Nordic's test data with 0x0000: whatever they hold, skip.
     reader.take(4, "unused")
-    tail = _read_tail(reader, flags)
-    return IntermediateCuffPressure(
-        cuff_pressure=cuff,
-        unit=_unit(flags),
-        timestamp=tail.timestamp,
-        pulse_rate=tail.pulse_rate,
-        user_id=tail.user_id,
-        status=tail.status,
-        pulse_rate_range=tail.pulse_rate_range,
-        trailing=reader.rest(),
-    )
+    return IntermediateCuffPressure(cuff_pressure=cuff, **_read_tail(reader, flags))
 
 
 def decode_bp_feature(data: bytes) -> BloodPressureFeature:
