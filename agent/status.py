@@ -48,6 +48,7 @@ def summarise_outbox(stats: OutboxStats, now: HubTime) -> dict[str, Any]:
         "evicted_by_cadence": dict(stats.evicted_by_cadence),
         "duplicates_total": stats.duplicates_total,
         "quarantined": stats.quarantined,
+        "audit_truncated": stats.audit_truncated,
         "last_seq": stats.last_seq,
         "capacity_readings": stats.capacity_readings,
         "db_bytes": stats.db_bytes,
