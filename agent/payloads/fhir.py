@@ -173,7 +173,8 @@ def _observation_entries(
         groups = [(primary, [])]
     entries = []
     for name, quantities in groups:
-        is_primary = name == primary or len(groups) == 1
+        # The reading's own id goes to its main quantity, or to the first if that is absent.
+        is_primary = name == primary or (name == groups[0][0] and primary not in dict(groups))
         obs_id = reading.reading_id if is_primary else uuid.uuid5(reading.reading_id, name)
         resource = _observation(reading, name, quantities, refs)
         resource["effectiveDateTime"] = format_instant(times.effective)

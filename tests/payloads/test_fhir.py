@@ -229,3 +229,16 @@ def test_reading_captured_unsynced_is_restamped_in_fhir() -> None:
     assert ext["hubClockSynced"] == [False]
     assert ext["recordedReceipt"] == ["1970-11-27T09:30:15.250Z"]
     assert ext["monotonicNs"] == [str(10**9)]
+
+
+def test_reading_without_its_main_quantity_still_uses_its_reading_id() -> None:
+    reading = reading_of(Kind.BLOOD_PRESSURE, values=(Quantity("pulse_rate", 66.0, "/min"),))
+    weight = reading_of(
+        Kind.BODY_WEIGHT,
+        values=(Quantity("bmi", 22.0, "kg/m2"), Quantity("body_height", 1.8, "m")),
+    )
+    (pulse,) = observations(bundle_for(reading))
+    assert pulse["identifier"][0]["value"] == f"urn:uuid:{reading.reading_id}"
+    bmi, height = observations(bundle_for(weight))
+    assert bmi["identifier"][0]["value"] == f"urn:uuid:{weight.reading_id}"
+    assert reading_ext(height)["readingId"] == [f"urn:uuid:{weight.reading_id}"]
