@@ -55,3 +55,19 @@ async def fill_outbox(path: Path, *, pending: int, rejected: int = 0, sent: int 
         return rejected_seqs
     finally:
         await outbox.close()
+
+
+def write_config(tmp: Path) -> Path:
+    """A valid config whose outbox lives in ``<tmp>/state`` (created)."""
+    (tmp / "state").mkdir(exist_ok=True)
+    path = tmp / "wardlink.yaml"
+    path.write_text(
+        f"""\
+hub: {{id: hub-a}}
+patient: {{id: {PATIENT}, binding_version: 1}}
+mqtt: {{host: 127.0.0.1, insecure_plaintext: true}}
+health: {{interval_s: 60}}
+storage: {{path: {tmp / "state" / "outbox.db"}}}
+"""
+    )
+    return path

@@ -16,25 +16,10 @@ from agent.clock import SystemClock
 from agent.health import Health
 from agent.localstatus import read_state_file, state_file_path, status_main, write_state_file
 from drivers.base import DeviceState
-from tests.ops.fill import PATIENT, fill_outbox
+from tests.ops.fill import PATIENT, fill_outbox, write_config
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-
-def _config(tmp: Path) -> Path:
-    (tmp / "state").mkdir(exist_ok=True)
-    path = tmp / "wardlink.yaml"
-    path.write_text(
-        f"""\
-hub: {{id: hub-a}}
-patient: {{id: {PATIENT}, binding_version: 1}}
-mqtt: {{host: 127.0.0.1, insecure_plaintext: true}}
-health: {{interval_s: 60}}
-storage: {{path: {tmp / "state" / "outbox.db"}}}
-"""
-    )
-    return path
 
 
 def _snapshot() -> dict[str, object]:
@@ -60,7 +45,7 @@ def test_state_file_is_replaced_atomically_with_a_private_mode(tmp_path: Path) -
 
 
 def test_status_of_a_running_agent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    config = _config(tmp_path)
+    config = write_config(tmp_path)
     outbox = tmp_path / "state" / "outbox.db"
     asyncio.run(fill_outbox(outbox, pending=2, rejected=1, sent=4))
     write_state_file(state_file_path(outbox), _snapshot())
@@ -79,7 +64,7 @@ def test_status_of_a_running_agent(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_status_when_the_agent_died(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    config = _config(tmp_path)
+    config = write_config(tmp_path)
     state = state_file_path(tmp_path / "state" / "outbox.db")
     # A real agent process that wrote its state and then was killed.
     code = (
@@ -96,7 +81,7 @@ def test_status_when_the_agent_died(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_status_when_the_agent_is_alive_but_hung(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = _config(tmp_path)
+    config = write_config(tmp_path)
     state = state_file_path(tmp_path / "state" / "outbox.db")
     write_state_file(state, _snapshot(), now=datetime.now(UTC) - timedelta(minutes=10))
     assert status_main(str(config)) == 3
@@ -104,7 +89,7 @@ def test_status_when_the_agent_is_alive_but_hung(
 
 
 def test_status_without_any_state(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert status_main(str(_config(tmp_path))) == 3
+    assert status_main(str(write_config(tmp_path))) == 3
     out = capsys.readouterr().out
     assert "no state file" in out
     assert "devices:      none reported" in out

@@ -13,24 +13,14 @@ from agent import queue_cli
 from agent.outbox import Outbox
 from agent.queue_cli import queue_main
 from agent.readings import reading_from_dict
-from tests.ops.fill import PATIENT, fill_outbox, spot_readings
+from tests.ops.fill import PATIENT, fill_outbox, spot_readings, write_config
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 
 def _config(tmp: Path) -> str:
-    (tmp / "state").mkdir(exist_ok=True)
-    path = tmp / "wardlink.yaml"
-    path.write_text(
-        f"""\
-hub: {{id: hub-a}}
-patient: {{id: {PATIENT}, binding_version: 1}}
-mqtt: {{host: 127.0.0.1, insecure_plaintext: true}}
-storage: {{path: {tmp / "state" / "outbox.db"}}}
-"""
-    )
-    return str(path)
+    return str(write_config(tmp))
 
 
 def test_list_rejected_shows_reasons_and_no_patient_data(
