@@ -216,6 +216,14 @@ def test_systemd_sync_flag_file_counts_as_synced(tmp_path: Path) -> None:
     assert SystemClock(sync_flag_path=flag).now().clock_synced is True
 
 
+def test_system_clock_notices_sync_that_happens_while_running(tmp_path: Path) -> None:
+    flag = tmp_path / "synchronized"
+    clock = SystemClock(sync_check_s=0.0, sync_flag_path=flag)
+    assert clock.now().clock_synced is is_kernel_clock_synced()  # capture never waits
+    flag.touch()  # what systemd-timesyncd does on its first sync
+    assert clock.now().clock_synced is True
+
+
 def test_system_clock_reports_this_boot_and_advancing_monotonic_time() -> None:
     clock = SystemClock()
     first, second = clock.now(), clock.now()
