@@ -119,7 +119,7 @@ def decode_float(data: bytes) -> MedFloat:
 
 
 def _mantissa_exponent(value: Decimal, mantissa_bits: int, exponent_bits: int) -> tuple[int, int]:
-    """The smallest-exponent (mantissa, exponent) pair that represents ``value`` exactly."""
+    """A (mantissa, exponent) pair equal to ``value``, keeping its own exponent if it fits."""
     limit = (1 << (mantissa_bits - 1)) - 3  # the top patterns are reserved for specials
     exp_min, exp_max = -(1 << (exponent_bits - 1)), (1 << (exponent_bits - 1)) - 1
     sign, digits, raw_exponent = value.as_tuple()
