@@ -1,0 +1,372 @@
+"""The composition root: builds everything from the validated Config and runs it.
+
+One event loop, one TaskGroup, every long-lived task named (``driver:<id>``,
+``publisher``, ``watchdog``, ``housekeeping``). A driver failure is retried by its
+supervisor and never stops another task; an unexpected exception anywhere propagates,
+the TaskGroup cancels everything and the process exits non-zero for systemd to restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from agent import __version__
+from agent.clock import Clock, SystemClock
+from agent.configcheck import config_hash, redacted
+from agent.configload import load_config, load_config_text
+from agent.errors import ConfigError, OutboxError
+from agent.health import Health
+from agent.outbox import Outbox
+from agent.payloads import PayloadContext, make_encoder
+from agent.publisher import Publisher
+from agent.readings import PatientBinding
+from agent.receipts import ReceiptHandler
+from agent.requests import LogLevelOverride, RequestHandler
+from agent.sdnotify import Notifier, watchdog_loop
+from agent.supervise import Backoff, supervise_driver
+from drivers import DRIVERS
+from drivers.base import CaptureResult, DriverContext
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from agent.config import Config
+    from agent.readings import Reading
+    from drivers.base import Driver
+
+log = logging.getLogger(__name__)
+
+EX_OK: Final = 0
+EX_CONFIG: Final = 78
+SHUTDOWN_BUDGET_S: Final = 8.0  # SIGTERM -> exit within 10 s (systemd TimeoutStopSec=15)
+HOUSEKEEPING_INTERVAL_S: Final = 300.0
+DRIVER_BACKOFF: Final = Backoff(min_s=1.0, max_s=120.0)
+
+
+class CaptureSink:
+    """The ReadingSink drivers get: outbox COMMIT, then health bookkeeping and a publisher wake."""
+
+    def __init__(self, outbox: Outbox, health: Health, on_stored: Callable[[], None]) -> None:
+        """Store collaborators (no I/O)."""
+        self._outbox = outbox
+        self._health = health
+        self._on_stored = on_stored
+
+    async def capture(self, readings: Sequence[Reading]) -> CaptureResult:
+        """Commit readings, then tell health and the publisher. Raises OutboxError."""
+        result = await self._outbox.capture(readings)
+        for reading in readings:
+            self._health.note_reading(
+                reading.device.device_id, reading.kind.value, reading.received.utc
+            )
+            log.debug("captured %s %s %s", reading.device.device_id, reading.kind, reading.values)
+        if result.stored:
+            self._on_stored()
+        return result
+
+
+@dataclass
+class Agent:
+    """One built generation of the agent (a config reload builds the next one)."""
+
+    config: Config
+    outbox: Outbox
+    health: Health
+    publisher: Publisher
+    drivers: dict[str, Driver]
+    info: dict[str, Any]
+    driver_tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+
+
+def build_agent(config: Config, outbox: Outbox, clock: Clock) -> Agent:
+    """Build every component from the config around an open outbox (no I/O)."""
+    health = Health(hub_id=config.hub.id, clock=clock)
+    encoder = make_encoder(
+        config.payload.format,
+        PayloadContext(
+            hub_id=config.hub.id, agent_version=__version__, timezone_name=config.hub.timezone
+        ),
+    )
+    info: dict[str, Any] = {
+        "wardlink": __version__,
+        "python": sys.version.split()[0],
+        "config_hash": config_hash(config),
+        "payload_format": config.payload.format,
+        "devices": [{"id": d.id, "driver": getattr(d, "driver", "?")} for d in config.devices],
+    }
+    publisher = Publisher(
+        config=config, outbox=outbox, encode=encoder, health=health, clock=clock, info=info
+    )
+    sink = CaptureSink(outbox, health, publisher.notify_new_readings)
+    patient = PatientBinding(config.patient.id, config.patient.binding_version)
+    drivers: dict[str, Driver] = {}
+    for settings in config.devices:
+        ctx = DriverContext(
+            sink=sink,
+            clock=clock,
+            reporter=health.device(settings.id, expected_interval_s=settings.expected_interval_s),
+            patient=patient,
+            timezone_name=config.hub.timezone,
+        )
+        drivers[settings.id] = DRIVERS[getattr(settings, "driver", "")].build(settings, ctx)
+    return Agent(config, outbox, health, publisher, drivers, info)
+
+
+async def open_outbox(config: Config, clock: Clock) -> Outbox:
+    """Open (or create, or quarantine and recreate) the outbox the config names."""
+    storage = config.storage
+    return await Outbox.open(
+        storage.path,
+        capacity_readings=storage.capacity_readings,
+        audit_window_s=timedelta(hours=storage.audit_window_h).total_seconds(),
+        receipts=storage.receipts,
+        group_commit_s=storage.group_commit_ms / 1000,
+        clock=clock,
+    )
+
+
+class Runtime:
+    """Runs agent generations until SIGTERM; implements the remote-request AgentControl."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None = None,
+        clock: Clock | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        """Store the starting config (no I/O)."""
+        self.config = config
+        self._config_path = config_path
+        self._clock = clock or SystemClock()
+        self._notifier = notifier or Notifier()
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._agent: Agent | None = None
+        self._log_override = LogLevelOverride(logging.getLogger(), config.logging.level)
+
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown (SIGTERM, SIGINT)."""
+        self._stop.set()
+
+    @property
+    def agent(self) -> Agent:
+        """The running generation."""
+        if self._agent is None:
+            raise RuntimeError("agent not started")
+        return self._agent
+
+    async def run(self) -> int:
+        """Open the outbox, tell systemd we are ready, run until stopped."""
+        outbox = await open_outbox(self.config, self._clock)
+        try:
+            first = True
+            while True:
+                self._agent = build_agent(self.config, outbox, self._clock)
+                if first:
+                    self._notifier.ready(f"{len(self._agent.drivers)} devices")
+                    first = False
+                await self._run_generation(self._agent)
+                if self._stop.is_set():
+                    break
+                log.info("configuration reloaded; restarting devices and the broker session")
+        finally:
+            self._notifier.stopping()
+            self._log_override.cancel()
+            await outbox.close()
+        return EX_OK
+
+    async def _run_generation(self, agent: Agent) -> None:
+        self._reload.clear()
+        topics = agent.publisher.topics
+        requests = RequestHandler(
+            topics=topics,
+            control=self,
+            responder=agent.publisher,
+            clock=self._clock,
+        )
+        agent.publisher.add_subscription(requests.subscription, requests.on_message)
+        if agent.config.storage.receipts:
+            receipts = ReceiptHandler(agent.outbox)
+            agent.publisher.add_subscription(f"{topics.base}/receipts", receipts.on_message)
+        async with asyncio.TaskGroup() as group:
+            publisher_task = group.create_task(agent.publisher.run(), name="publisher")
+            for device_id in agent.drivers:
+                self._start_driver(group, agent, device_id)
+            helpers = [
+                group.create_task(
+                    watchdog_loop(self._notifier, self._is_making_progress), name="watchdog"
+                ),
+                group.create_task(self._housekeeping(agent), name="housekeeping"),
+            ]
+            await _first_of(self._stop, self._reload)
+            await self._stop_generation(agent, publisher_task, helpers)
+            await requests.aclose()
+
+    def _start_driver(self, group: asyncio.TaskGroup, agent: Agent, device_id: str) -> None:
+        driver = agent.drivers[device_id]
+        reporter = agent.health.device(device_id)
+        agent.driver_tasks[device_id] = group.create_task(
+            supervise_driver(driver, reporter, DRIVER_BACKOFF), name=f"driver:{device_id}"
+        )
+
+    async def _stop_generation(
+        self, agent: Agent, publisher_task: asyncio.Task[None], helpers: list[asyncio.Task[None]]
+    ) -> None:
+        """Drivers first (their in-flight commits finish), then offline status, then the rest."""
+        tasks = list(agent.driver_tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=SHUTDOWN_BUDGET_S / 2)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SHUTDOWN_BUDGET_S / 2):
+                await agent.publisher.close(timeout_s=SHUTDOWN_BUDGET_S / 4)
+        publisher_task.cancel()
+        for task in helpers:
+            task.cancel()
+
+    async def _is_making_progress(self) -> bool:
+        """The watchdog probe: the outbox executor answers (so the loop and the DB are alive)."""
+        try:
+            await self.agent.outbox.stats()
+        except OutboxError:
+            return False
+        return True
+
+    async def _housekeeping(self, agent: Agent) -> None:
+        """Purge rows past the audit window and keep the local state file fresh."""
+        from agent.localstatus import write_state_file  # noqa: PLC0415 - optional tool support
+
+        state_path = agent.config.storage.path.parent / "state.json"
+        while True:
+            now = self._clock.now()
+            try:
+                purged = await agent.outbox.purge(now.utc)
+                if purged:
+                    log.info("purged %d readings past the audit window", purged)
+            except OutboxError as exc:
+                log.error("audit purge failed: %s", exc)
+            try:
+                write_state_file(state_path, await self.health_now())
+            except OSError as exc:
+                log.warning("state file %s not written: %s", state_path, exc)
+            await asyncio.sleep(min(HOUSEKEEPING_INTERVAL_S, agent.config.health.interval_s))
+
+    # --- AgentControl (remote requests) -------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """Versions, config hash, bound devices."""
+        return dict(self.agent.info)
+
+    async def health_now(self) -> dict[str, Any]:
+        """The health document, made now."""
+        return await self.agent.publisher.status.health_document()
+
+    def config_redacted(self) -> dict[str, Any]:
+        """The running config without secrets or patient identifiers."""
+        return redacted(self.config)
+
+    async def reload_config(self, text: str | None) -> list[str]:
+        """Validate first; apply only a config with no problems, else keep the running one."""
+        try:
+            if text is not None:
+                new = load_config_text(text, filename="<remote reload>")
+            elif self._config_path is not None:
+                new = await asyncio.to_thread(load_config, self._config_path)
+            else:
+                return ["no config file to re-read; send the config text"]
+        except ConfigError as exc:
+            return list(exc.problems)
+        if new.storage.path != self.config.storage.path:
+            return ["storage.path cannot change while running; restart the agent instead"]
+        self.config = new
+        self._reload.set()
+        return []
+
+    def device_ids(self) -> list[str]:
+        """Configured device ids."""
+        return list(self.agent.drivers)
+
+    async def reconnect_device(self, device_id: str) -> None:
+        """Close the device's session; its supervisor opens a new one."""
+        await self.agent.drivers[device_id].close()
+
+    async def rescan(self) -> None:
+        """Re-open every device session (a fresh discovery for BLE devices)."""
+        for driver in self.agent.drivers.values():
+            await driver.close()
+
+    async def requeue_rejected(self, seqs: Sequence[int] | None) -> int:
+        """Rejected -> pending, then make the publisher start again from the oldest row."""
+        moved = await self.agent.outbox.requeue_rejected(seqs)
+        self.agent.publisher.rescan()
+        return moved
+
+    def set_log_level(self, level: str, duration_s: float) -> None:
+        """Temporarily change the log level."""
+        self._log_override.apply(level, duration_s)
+
+    async def flush(self) -> dict[str, Any]:
+        """Publish pending readings now (bounded); report what is left."""
+        self.agent.publisher.notify_new_readings()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                await self.agent.publisher.flush()
+        stats = await self.agent.outbox.stats()
+        return {"pending": stats.pending, "rejected": stats.rejected}
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    waiters = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+def configure_logging(level: str) -> None:
+    """Plain one-line records on stderr (journald adds time and unit)."""
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
+    )
+
+
+async def _serve(runtime: Runtime) -> int:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, runtime.request_stop)
+    return await runtime.run()
+
+
+def run_main(config_path: str) -> int:
+    """``wardlink run -c FILE``: exit 0 on SIGTERM, 78 on a config error."""
+    path = Path(config_path)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)  # noqa: T201 - the technician's console
+        print(  # noqa: T201
+            f"wardlink: not started: fix {path} and run `wardlink check-config {path}`",
+            file=sys.stderr,
+        )
+        return EX_CONFIG
+    configure_logging(config.logging.level)
+    log.info("wardlink %s starting (pid %d)", __version__, os.getpid())
+    try:
+        return asyncio.run(_serve(Runtime(config, config_path=path)))
+    except OutboxError as exc:
+        log.critical("outbox unusable: %s", exc)
+        return 74  # EX_IOERR: systemd restarts us; the outbox may be on a failing card
