@@ -37,4 +37,23 @@ def _load(ref: str) -> Any:  # noqa: ANN401 - an imported attribute, typed by it
 
 
 # Keep sorted. One line per driver; the key is the config's `driver:` value.
-DRIVERS: dict[str, DriverSpec] = {}
+DRIVERS: dict[str, DriverSpec] = {
+    "ble-blood-pressure": DriverSpec(
+        "drivers.ble.settings:BleBloodPressureSettings", "drivers.ble.driver:build"
+    ),
+    "ble-glucose": DriverSpec(
+        "drivers.ble.settings:BleGlucoseSettings", "drivers.ble.driver:build"
+    ),
+    "ble-heart-rate": DriverSpec(
+        "drivers.ble.settings:BleHeartRateSettings", "drivers.ble.driver:build"
+    ),
+    "ble-pulse-oximeter": DriverSpec(
+        "drivers.ble.settings:BlePulseOximeterSettings", "drivers.ble.driver:build"
+    ),
+    "ble-thermometer": DriverSpec(
+        "drivers.ble.settings:BleThermometerSettings", "drivers.ble.driver:build"
+    ),
+    "ble-weight-scale": DriverSpec(
+        "drivers.ble.settings:BleWeightScaleSettings", "drivers.ble.driver:build"
+    ),
+}

@@ -171,8 +171,14 @@ def translate_bleak_error(exc: BaseException, action: str) -> TransientDeviceErr
 
     if isinstance(exc, TimeoutError):
         return TransientDeviceError(f"timed out {action}; {ADVICE_RANGE}")
-    if isinstance(exc, EOFError | BrokenPipeError | ConnectionError):
+    if isinstance(exc, EOFError | BrokenPipeError | ConnectionResetError):
         return TransientDeviceError(f"link lost while {action}; {ADVICE_RANGE}")
+    if isinstance(exc, OSError):
+        # No D-Bus socket or no bluetoothd: the hub's stack, not the device, is down.
+        return TransientDeviceError(
+            f"Bluetooth stack unreachable while {action} ({exc.strerror or exc}); "
+            f"{ADVICE_ADAPTER} and `systemctl status bluetooth` must show it running"
+        )
     if isinstance(exc, BleakError):
         return TransientDeviceError(
             f"Bluetooth error while {action} ({type(exc).__name__}); {ADVICE_RANGE}"
@@ -351,7 +357,7 @@ class BleakAdvertScanner:
             translated = translate_bleak_error(exc, "starting a scan")
             if translated is None:
                 raise
-            raise TransientDeviceError(f"{translated}; {ADVICE_ADAPTER}") from exc
+            raise translated from exc
 
     async def stop(self) -> None:
         """Stop scanning; safe twice."""

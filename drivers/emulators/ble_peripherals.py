@@ -27,7 +27,10 @@ from typing import TYPE_CHECKING, Any, Final
 from bumble.core import AdvertisingData
 from bumble.gatt import Characteristic, CharacteristicValue, Service
 
+from agent.errors import DecodeError
+from drivers._codecs.racp import OpCode, RacpRequest, ResponseCode, decode_racp_request
 from drivers.emulators.ble import make_device
+from drivers.emulators.ble_payloads import encode_racp_number_of_records, encode_racp_response
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -135,7 +138,11 @@ class EmulatedPeripheral:
 
     async def attach(self, world: BleWorld) -> None:
         """Create the bumble Device on the world's link, serve GATT and advertise."""
-        self.device = make_device(world.require_link(), self.name, self.address)
+        await self.attach_device(make_device(world.require_link(), self.name, self.address))
+
+    async def attach_device(self, device: Device) -> None:
+        """Serve GATT on ``device`` (any bumble transport) and advertise."""
+        self.device = device
         self.device.add_services(self._standard_services())
         self.device.add_service(Service(self.service_uuid, self.profile_characteristics()))
         self.device.on("connection", self._on_connection)
@@ -296,7 +303,7 @@ class StreamingPeripheral(EmulatedPeripheral):
 
 
 @dataclass
-class GlucoseRecord:
+class MeterRecord:
     """One stored glucose record: its sequence number, measurement and optional context."""
 
     sequence: int
@@ -319,7 +326,7 @@ class GlucoseMeter(EmulatedPeripheral):
     def __init__(self, address: str, name: str, info: DeviceInfo | None = None) -> None:
         """An empty meter; tests add records with ``add_record``."""
         super().__init__(address, name, info)
-        self.records: list[GlucoseRecord] = []
+        self.records: list[MeterRecord] = []
         self.racp = _RacpState()
         self.measurement = Characteristic("2A18", _N, _READABLE, b"")
         self.context = Characteristic("2A34", _N, _READABLE, b"")
@@ -332,7 +339,7 @@ class GlucoseMeter(EmulatedPeripheral):
         """Measurement, context, feature and RACP."""
         return [self.measurement, self.context, self.feature, self.control_point]
 
-    def add_record(self, record: GlucoseRecord) -> None:
+    def add_record(self, record: MeterRecord) -> None:
         """Store a record (a meter does not push it: the hub asks through RACP)."""
         self.records.append(record)
 
@@ -341,36 +348,32 @@ class GlucoseMeter(EmulatedPeripheral):
         self._spawn(self._handle_racp(bytes(value)))
 
     async def _handle_racp(self, request: bytes) -> None:
-        # RACP PDU: op code, operator, operand (ble-profiles.md §7.4). The emulator
-        # supports what the hub sends: report (01) / count (04) with "all" (01) or
-        # ">= sequence" (03 01 <u16>), and abort (03).
-        op = request[0] if request else 0
-        if op == 0x03:  # noqa: PLR2004 - abort
+        try:
+            decoded = decode_racp_request(request)
+        except DecodeError:
+            op = request[0] if request else 0
+            await self._respond(encode_racp_response(op, ResponseCode.OPERATOR_NOT_SUPPORTED))
+            return
+        if decoded.op_code == OpCode.ABORT_OPERATION:
             self.racp.aborted = True
-            await self._respond(bytes([0x06, 0x00, 0x03, 0x01]))
+            await self._respond(encode_racp_response(OpCode.ABORT_OPERATION, ResponseCode.SUCCESS))
             return
-        selected = self._select(request)
-        if selected is None:
-            await self._respond(bytes([0x06, 0x00, op, 0x04]))  # operator not supported
-            return
-        if op == 0x04:  # noqa: PLR2004 - report number of stored records
-            await self._respond(bytes([0x05, 0x00]) + struct.pack("<H", len(selected)))
-            return
-        if op != 0x01:
-            await self._respond(bytes([0x06, 0x00, op, 0x02]))  # op code not supported
-            return
-        await self._report(selected)
+        selected = self._select(decoded)
+        if decoded.op_code == OpCode.REPORT_NUMBER_OF_RECORDS:
+            await self._respond(encode_racp_number_of_records(len(selected)))
+        elif decoded.op_code == OpCode.REPORT_STORED_RECORDS:
+            await self._report(selected)
+        else:  # this meter never deletes: a patient's meter is not ours to clear
+            await self._respond(
+                encode_racp_response(decoded.op_code, ResponseCode.OP_CODE_NOT_SUPPORTED)
+            )
 
-    def _select(self, request: bytes) -> list[GlucoseRecord] | None:
-        operator = request[1] if len(request) > 1 else 0
-        if operator == 0x01:
-            return list(self.records)
-        if operator == 0x03 and len(request) == 5 and request[2] == 0x01:  # noqa: PLR2004
-            first = struct.unpack_from("<H", request, 3)[0]
-            return [r for r in self.records if r.sequence >= first]
-        return None
+    def _select(self, request: RacpRequest) -> list[MeterRecord]:
+        low = request.min_sequence if request.min_sequence is not None else 0
+        high = request.max_sequence if request.max_sequence is not None else 0xFFFF
+        return [r for r in self.records if low <= r.sequence <= high]
 
-    async def _report(self, selected: list[GlucoseRecord]) -> None:
+    async def _report(self, selected: list[MeterRecord]) -> None:
         self.racp.busy, self.racp.aborted = True, False
         try:
             for record in selected:
@@ -382,8 +385,8 @@ class GlucoseMeter(EmulatedPeripheral):
                     self.context, record.context, indicate=False
                 ):
                     return
-            code = 0x01 if selected else 0x06  # success / no records found
-            await self._respond(bytes([0x06, 0x00, 0x01, code]))
+            code = ResponseCode.SUCCESS if selected else ResponseCode.NO_RECORDS_FOUND
+            await self._respond(encode_racp_response(OpCode.REPORT_STORED_RECORDS, code))
         finally:
             self.racp.busy = False
 

@@ -129,3 +129,9 @@ async def test_disconnect_callback_fires_when_bleak_reports_a_drop() -> None:
     assert dropped == [True]
     with pytest.raises(TransientDeviceError, match="not connected"):
         await link.read("2A25")
+
+
+async def test_missing_bluez_is_reported_as_the_hubs_stack_not_the_device() -> None:
+    link = BleakLink(Connector(FakeBleakClient({}), fail_with=FileNotFoundError(2, "No such file")))
+    with pytest.raises(TransientDeviceError, match="bluetoothctl show"):
+        await link.connect("A4:C1:38:00:00:01", 1.0)

@@ -26,7 +26,7 @@ from drivers.emulators.ble import BleWorld
 from drivers.emulators.ble_peripherals import (
     DeviceInfo,
     GlucoseMeter,
-    GlucoseRecord,
+    MeterRecord,
     StoredRecordsPeripheral,
     StreamingPeripheral,
 )
@@ -217,9 +217,9 @@ async def test_glucose_racp_resumes_after_cursor_across_restart(
     world: BleWorld, tmp_path: Path, outbox: Outbox
 ) -> None:
     meter = GlucoseMeter(METER, "Meter")
-    meter.add_record(GlucoseRecord(1, glucose_payload(1, 95)))
+    meter.add_record(MeterRecord(1, glucose_payload(1, 95)))
     meter.add_record(
-        GlucoseRecord(2, glucose_payload(2, 140, context_follows=True), glucose_context(2))
+        MeterRecord(2, glucose_payload(2, 140, context_follows=True), glucose_context(2))
     )
     await meter.attach(world)
     # rest_s keeps the first driver from reconnecting before the "restart" below.
@@ -231,7 +231,7 @@ async def test_glucose_racp_resumes_after_cursor_across_restart(
         # The transfer ends at the RACP response; the meter is then released.
         await wait_until(lambda: meter.connections_seen == 1 and not meter.is_connected)
         await hub.stop()  # the agent restarts: a new driver instance, same state dir
-        meter.add_record(GlucoseRecord(3, glucose_payload(3, 101)))
+        meter.add_record(MeterRecord(3, glucose_payload(3, 101)))
         hub.start()
         await hub.wait_for_count(3)
         await wait_until(lambda: len(meter.racp.requests) >= 2)
@@ -247,9 +247,9 @@ async def test_glucose_drop_between_record_and_context_commits_nothing_partial(
     world: BleWorld, tmp_path: Path, outbox: Outbox
 ) -> None:
     meter = GlucoseMeter(METER, "Meter")
-    meter.add_record(GlucoseRecord(1, glucose_payload(1, 95)))
+    meter.add_record(MeterRecord(1, glucose_payload(1, 95)))
     meter.add_record(
-        GlucoseRecord(2, glucose_payload(2, 140, context_follows=True), glucose_context(2))
+        MeterRecord(2, glucose_payload(2, 140, context_follows=True), glucose_context(2))
     )
     meter.drop_after_records = 2  # after record 1 and record 2's measurement, before context
     await meter.attach(world)
