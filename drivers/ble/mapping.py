@@ -126,6 +126,13 @@ def _q(name: str, number: MedFloat, unit: str) -> Quantity:
     )
 
 
+def _text(number: MedFloat) -> str:
+    """Plain decimal text for ``extra`` ("10", never "1E+1"); the special's name if special."""
+    if number.value is None:
+        return str(number.special)
+    return format(number.value, "f")
+
+
 def _exact(name: str, number: Decimal, unit: str) -> Quantity:
     return Quantity(name, float(number), unit)
 
@@ -156,7 +163,7 @@ def _plx_continuous(m: plx.PlxContinuous) -> list[_Draft]:
     if m.pai is not None:
         values.append(_q("perfusion_index", m.pai, "%"))
     extra = {
-        name: str(number.value if number.value is not None else number.special)
+        name: _text(number)
         for name, number in (
             ("spo2_fast", m.spo2_fast),
             ("pulse_rate_fast", m.pulse_rate_fast),
@@ -284,7 +291,7 @@ def _context_extra(c: gls.GlucoseContext) -> dict[str, str]:
     }
     for key, number in numbers.items():
         if number is not None:
-            extra[key] = str(number.value) if number.value is not None else str(number.special)
+            extra[key] = _text(number)
     if c.exercise_duration_s is not None:
         overrun = c.exercise_duration_s == gls.EXERCISE_DURATION_OVERRUN
         extra["exercise_duration_s"] = "overrun" if overrun else str(c.exercise_duration_s)

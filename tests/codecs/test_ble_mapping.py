@@ -181,7 +181,9 @@ def test_plx_continuous_is_continuous_with_fast_and_slow_as_extra() -> None:
         spo2=MedFloat(None, Special.NRES),
         pulse_rate=MedFloat.of(70),
         spo2_fast=MedFloat.of(97),
-        pulse_rate_fast=MedFloat.of(71),
+        pulse_rate_fast=MedFloat(Decimal(7).scaleb(1)),  # 0x1007 decodes to Decimal("7E+1")
+        spo2_slow=MedFloat(None, Special.POS_INF),
+        pulse_rate_slow=MedFloat.of("69.0"),
         measurement_status=("measurement_ongoing",),
     )
     assert map_one(0x2A5F, decoded) == [
@@ -190,7 +192,12 @@ def test_plx_continuous_is_continuous_with_fast_and_slow_as_extra() -> None:
             cadence=Cadence.CONTINUOUS,
             values=(Quantity("spo2", None, "%", "nres"), Quantity("pulse_rate", 70.0, "/min")),
             status=("measurement_ongoing",),
-            extra={"spo2_fast": "97", "pulse_rate_fast": "71"},
+            extra={
+                "spo2_fast": "97",
+                "pulse_rate_fast": "70",
+                "spo2_slow": "+inf",
+                "pulse_rate_slow": "69.0",
+            },
         )
     ]
 
