@@ -56,4 +56,7 @@ DRIVERS: dict[str, DriverSpec] = {
     "ble-weight-scale": DriverSpec(
         "drivers.ble.settings:BleWeightScaleSettings", "drivers.ble.driver:build"
     ),
+    "serial-oximeter": DriverSpec(
+        "drivers.serial.settings:SerialOximeterSettings", "drivers.serial.driver:build"
+    ),
 }
