@@ -33,7 +33,7 @@ from agent.outbox_schema import (
     STATE_CODES,
     open_readonly,
 )
-from agent.outbox_store import OutboxStore
+from agent.outbox_store import REQUEUE_ALL_SQL, OutboxStore, StateChange
 from agent.readings import StoredReading
 from drivers.base import CaptureResult
 
@@ -44,7 +44,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from agent.clock import Clock
-    from agent.outbox_codec import EncodedReading, ReadingContext
+    from agent.outbox_codec import ReadingContext
+    from agent.outbox_store import Write
     from agent.readings import Reading
 
 __all__ = ["Outbox", "OutboxStats", "StoredReading", "open_readonly"]
@@ -79,10 +80,10 @@ class OutboxStats:
 
 @dataclass(slots=True)
 class _Pending:
-    """One capture() call waiting for its COMMIT."""
+    """One write (a capture() call or a state change) waiting for its COMMIT."""
 
-    rows: list[EncodedReading]
-    done: asyncio.Future[CaptureResult]
+    write: Write
+    done: asyncio.Future[tuple[int, int]]
 
 
 class Outbox:
@@ -181,8 +182,17 @@ class Outbox:
         if not readings:
             return CaptureResult(stored=0, duplicates=0)
         rows = [encode_reading(r, self._context_text(r)) for r in readings]
-        done: asyncio.Future[CaptureResult] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(rows, done))
+        stored, duplicates = await self._submit(rows)
+        return CaptureResult(stored=stored, duplicates=duplicates)
+
+    async def _submit(self, write: Write) -> tuple[int, int]:
+        """Queue a write for the next group COMMIT and wait for that COMMIT."""
+        if self._closing:
+            raise OutboxError("the outbox is closed")
+        if self._writer.done():
+            raise OutboxError("the outbox writer has stopped; restart the agent")
+        done: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(write, done))
         self._wakeup.set()
         return await done
 
@@ -212,7 +222,7 @@ class Outbox:
         """One transaction for every capture in ``batch``; resolve each after COMMIT."""
         try:
             results = await loop.run_in_executor(
-                self._executor, self._store.capture_groups, [p.rows for p in batch]
+                self._executor, self._store.apply, [p.write for p in batch]
             )
         except OutboxError as exc:
             for pending in batch:
@@ -224,9 +234,9 @@ class Outbox:
             for pending in batch:
                 _fail(pending.done, exc)
             raise
-        for pending, (stored, duplicates) in zip(batch, results, strict=True):
+        for pending, result in zip(batch, results, strict=True):
             if not pending.done.done():
-                pending.done.set_result(CaptureResult(stored=stored, duplicates=duplicates))
+                pending.done.set_result(result)
 
     # -- publisher side -------------------------------------------------------------
 
@@ -237,24 +247,26 @@ class Outbox:
     async def mark_sent(self, seqs: Sequence[int]) -> None:
         """Pending rows the broker accepted (PUBACK < 0x80). Other states are left alone."""
         now_us = self._now_us()
-        await self._run(
-            self._store.change_state,
-            "UPDATE readings SET state = 1, state_at_us = ? WHERE seq = ? AND state = 0",
-            [(now_us, seq) for seq in seqs],
-            PENDING,
-            SENT,
+        await self._submit(
+            StateChange(
+                "UPDATE readings SET state = 1, state_at_us = ? WHERE seq = ? AND state = 0",
+                [(now_us, seq) for seq in seqs],
+                PENDING,
+                SENT,
+            )
         )
 
     async def mark_rejected(self, seqs: Sequence[int], reason: str) -> None:
         """Pending rows the broker refused (PUBACK >= 0x80); kept until requeued."""
         now_us = self._now_us()
-        await self._run(
-            self._store.change_state,
-            "UPDATE readings SET state = 3, state_at_us = ?, reject_reason = ? "
-            "WHERE seq = ? AND state = 0",
-            [(now_us, reason, seq) for seq in seqs],
-            PENDING,
-            REJECTED,
+        await self._submit(
+            StateChange(
+                "UPDATE readings SET state = 3, state_at_us = ?, reject_reason = ? "
+                "WHERE seq = ? AND state = 0",
+                [(now_us, reason, seq) for seq in seqs],
+                PENDING,
+                REJECTED,
+            )
         )
 
     async def mark_delivered(self, reading_ids: Sequence[uuid.UUID]) -> int:
@@ -264,26 +276,30 @@ class Outbox:
         reading still pending is ignored and counted as 0).
         """
         now_us = self._now_us()
-        return await self._run(
-            self._store.change_state,
-            "UPDATE readings SET state = 2, state_at_us = ? WHERE reading_id = ? AND state = 1",
-            [(now_us, rid.bytes) for rid in reading_ids],
-            SENT,
-            DELIVERED,
+        changed, _ = await self._submit(
+            StateChange(
+                "UPDATE readings SET state = 2, state_at_us = ? WHERE reading_id = ? AND state = 1",
+                [(now_us, rid.bytes) for rid in reading_ids],
+                SENT,
+                DELIVERED,
+            )
         )
+        return changed
 
     async def requeue_rejected(self, seqs: Sequence[int] | None = None) -> int:
         """Rejected rows (all when ``seqs`` is None) back to pending; returns how many."""
         if seqs is None:
-            return await self._run(self._store.requeue_all_rejected)
-        return await self._run(
-            self._store.change_state,
-            "UPDATE readings SET state = 0, reject_reason = NULL, state_at_us = NULL "
-            "WHERE seq = ? AND state = 3",
-            [(seq,) for seq in seqs],
-            REJECTED,
-            PENDING,
-        )
+            change = StateChange(REQUEUE_ALL_SQL, [()], REJECTED, PENDING)
+        else:
+            change = StateChange(
+                "UPDATE readings SET state = 0, reject_reason = NULL, state_at_us = NULL "
+                "WHERE seq = ? AND state = 3",
+                [(seq,) for seq in seqs],
+                REJECTED,
+                PENDING,
+            )
+        changed, _ = await self._submit(change)
+        return changed
 
     async def list_readings(
         self, *, state: str, after_seq: int = 0, limit: int = 1000
@@ -355,7 +371,7 @@ class Outbox:
             self._executor.shutdown(wait=True)
 
 
-def _fail(done: asyncio.Future[CaptureResult], exc: BaseException) -> None:
+def _fail(done: asyncio.Future[tuple[int, int]], exc: BaseException) -> None:
     if done.done():
         return  # the caller was cancelled; its readings were not acknowledged to anyone
     error = OutboxError(f"readings not stored: {exc}")

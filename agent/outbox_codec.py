@@ -21,13 +21,21 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from agent.clock import HubTime, TimeSource
 from agent.readings import Cadence, DeviceIdentity, Kind, PatientBinding, Quantity, Reading
 
 CADENCE_CODES: Final[dict[Cadence, int]] = {Cadence.SPOT: 0, Cadence.CONTINUOUS: 1}
+CADENCES: Final[dict[int, Cadence]] = {code: cadence for cadence, code in CADENCE_CODES.items()}
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+_ZERO_OFFSET: Final = timedelta(0)
+# Body fields after the first _REQUIRED_FIELDS may be left off; these are their defaults
+# (effective time, natural key, device time, device seq, clock offset, flags, status, extra).
+_REQUIRED_FIELDS: Final = 6
+_OPTIONAL_DEFAULTS: Final[tuple[Any, ...]] = (None, None, None, None, None, [], [], {})
 _DEVICE_FIELDS: Final = DeviceIdentity.__slots__
 _ZERO_PREFIX: Final = bytes(8)
 _JSON_SEPARATORS: Final = (",", ":")
@@ -104,32 +112,46 @@ def natural_key_hash(reading: Reading) -> bytes:
     return _natural_key_hash(reading, reading.natural_key == _id_form_key(reading))
 
 
+def _utc_field(moment: datetime) -> int | str:
+    # Integer microseconds since the epoch for UTC (16 digits instead of a 32-character
+    # ISO string, on every row); any other offset keeps its exact ISO text.
+    if moment.utcoffset() == _ZERO_OFFSET:
+        return (moment - _EPOCH) // _MICROSECOND
+    return moment.isoformat()
+
+
+def _utc_from_field(value: int | str) -> datetime:
+    if isinstance(value, int):
+        return _EPOCH + timedelta(microseconds=value)
+    return datetime.fromisoformat(value)
+
+
 def _encode_body(reading: Reading, is_id_form: bool) -> str:
-    received_utc = reading.received.utc.isoformat()
-    effective: str | None = None
-    if reading.effective_time is not reading.received.utc:
-        effective = reading.effective_time.isoformat()
-        if effective == received_utc:
-            effective = None
-    return _ENCODER.encode(
-        [
-            reading.kind.value,
-            reading.cadence.value,
-            [[q.name, q.value, q.unit, q.special] for q in reading.values],
-            received_utc,
-            reading.received.monotonic_ns,
-            reading.received.clock_synced,
-            effective,
-            reading.time_source.value,
-            None if is_id_form else reading.natural_key,
-            reading.device_time,
-            reading.device_seq,
-            reading.device_clock_offset_s,
-            reading.time_flags,
-            reading.status,
-            reading.extra,
-        ]
+    received = reading.received.utc
+    effective = reading.effective_time
+    same_moment = effective is received or (
+        effective == received and effective.utcoffset() == received.utcoffset()
     )
+    fields: list[Any] = [
+        reading.kind.value,
+        [[q.name, q.value, q.unit, q.special] for q in reading.values],
+        _utc_field(received),
+        reading.received.monotonic_ns,
+        reading.received.clock_synced,
+        reading.time_source.value,
+        None if same_moment else _utc_field(effective),
+        None if is_id_form else reading.natural_key,
+        reading.device_time,
+        reading.device_seq,
+        reading.device_clock_offset_s,
+        reading.time_flags,
+        reading.status,
+        reading.extra,
+    ]
+    # Trailing empty fields are implied (most stream samples end in seven of them).
+    while len(fields) > _REQUIRED_FIELDS and fields[-1] in (None, (), {}):
+        fields.pop()
+    return _ENCODER.encode(fields)
 
 
 def encode_body(reading: Reading) -> str:
@@ -149,13 +171,19 @@ def encode_reading(reading: Reading, context_json: str) -> EncodedReading:
     )
 
 
-def decode_reading(reading_id: bytes, context: ReadingContext, body: str) -> Reading:
+def received_utc_of(body: str) -> datetime:
+    """The hub receipt time stored in a body (for health's oldest-pending age)."""
+    return _utc_from_field(json.loads(body)[2])
+
+
+def decode_reading(reading_id: bytes, cadence: int, context: ReadingContext, body: str) -> Reading:
     """Rebuild the Reading stored by ``encode_reading``."""
     fields: list[Any] = json.loads(body)
-    (kind, cadence, values, received_utc, monotonic_ns, synced, effective, time_source) = fields[:8]
-    natural_key, device_time, device_seq, offset_s, flags, status, extra = fields[8:]
+    fields.extend(_OPTIONAL_DEFAULTS[len(fields) - _REQUIRED_FIELDS :])
+    kind, values, received_utc, monotonic_ns, synced, time_source, effective = fields[:7]
+    natural_key, device_time, device_seq, offset_s, flags, status, extra = fields[7:]
     received = HubTime(
-        utc=datetime.fromisoformat(received_utc),
+        utc=_utc_from_field(received_utc),
         monotonic_ns=monotonic_ns,
         boot_id=context.boot_id,
         clock_synced=synced,
@@ -169,10 +197,10 @@ def decode_reading(reading_id: bytes, context: ReadingContext, body: str) -> Rea
         device=context.device,
         patient=context.patient,
         kind=kind_value,
-        cadence=Cadence(cadence),
+        cadence=CADENCES[cadence],
         values=tuple(Quantity(n, v, u, s) for n, v, u, s in values),
         received=received,
-        effective_time=received.utc if effective is None else datetime.fromisoformat(effective),
+        effective_time=received.utc if effective is None else _utc_from_field(effective),
         time_source=TimeSource(time_source),
         natural_key=natural_key,
         driver_version=context.driver_version,

@@ -45,16 +45,22 @@ def _migration_1(conn: sqlite3.Connection) -> None:
     )
     # seq is AUTOINCREMENT so a purged or evicted seq is never handed out again
     # (reliability.md 3.1, rowid reuse trap). state_at_us: when the state last changed.
+    # The immutable part of a reading lives in `bodies`, so a state change rewrites
+    # only these small rows (a page of bodies rewritten per mark_sent wears the card).
     conn.execute(
         """CREATE TABLE readings (
                seq INTEGER PRIMARY KEY AUTOINCREMENT,
                state INTEGER NOT NULL,
                cadence INTEGER NOT NULL,
-               natural_key BLOB NOT NULL UNIQUE,
-               reading_id BLOB NOT NULL,
                context INTEGER NOT NULL REFERENCES contexts(id),
+               reading_id BLOB NOT NULL,
                state_at_us INTEGER,
-               reject_reason TEXT,
+               reject_reason TEXT)"""
+    )
+    conn.execute(
+        """CREATE TABLE bodies (
+               seq INTEGER PRIMARY KEY,
+               natural_key BLOB NOT NULL UNIQUE,
                body TEXT NOT NULL)"""
     )
     conn.execute("CREATE INDEX readings_by_state ON readings(state, seq)")
@@ -130,6 +136,10 @@ def configure(conn: sqlite3.Connection, path: Path) -> None:
     # main file once per checkpoint instead of once per 1000 pages: less SD-card wear.
     conn.execute("PRAGMA wal_autocheckpoint=4000")
     conn.execute("PRAGMA journal_size_limit=67108864")
+    # Debian builds SQLite with secure_delete ON: every purged row's page is rewritten
+    # with zeros, doubling the writes of a purge. FAST still zeroes deleted content on
+    # pages being written anyway; freed pages keep their old bytes until reused.
+    conn.execute("PRAGMA secure_delete=FAST")
     conn.execute("PRAGMA cache_size=-16384")
     conn.execute("PRAGMA temp_store=MEMORY")
 

@@ -7,16 +7,20 @@ without a COUNT over millions of rows.
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from agent.errors import OutboxError
-from agent.outbox_codec import ReadingContext, decode_context, decode_reading
+from agent.outbox_codec import (
+    ReadingContext,
+    decode_context,
+    decode_reading,
+    received_utc_of,
+)
 from agent.outbox_schema import (
     DELIVERED,
     PENDING,
@@ -43,14 +47,32 @@ logger = logging.getLogger("agent.outbox")
 _CONTINUOUS: Final = 1
 _SPOT: Final = 0
 _SELECT_ROWS: Final = (
-    "SELECT seq, state, reading_id, context, reject_reason, body FROM readings "
-    "WHERE state = ? AND seq > ? ORDER BY seq LIMIT ?"
+    "SELECT r.seq, r.state, r.reading_id, r.cadence, r.context, r.reject_reason, b.body "
+    "FROM readings AS r JOIN bodies AS b ON b.seq = r.seq "
+    "WHERE r.state = ? AND r.seq > ? ORDER BY r.seq LIMIT ?"
+)
+REQUEUE_ALL_SQL: Final = (
+    "UPDATE readings SET state = 0, reject_reason = NULL, state_at_us = NULL WHERE state = 3"
 )
 _LOOKUP_CHUNK: Final = 500  # natural keys per IN (...) look-up, below SQLite's variable limit
-_INSERT: Final = (
-    "INSERT INTO readings(state, cadence, natural_key, reading_id, context, body) "
-    "VALUES (0, ?, ?, ?, ?, ?)"
+_INSERT_ROW: Final = (
+    "INSERT INTO readings(seq, state, cadence, context, reading_id) VALUES (?, 0, ?, ?, ?)"
 )
+_INSERT_BODY: Final = "INSERT INTO bodies(seq, natural_key, body) VALUES (?, ?, ?)"
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """An UPDATE run once per ``params`` row, moving rows from one state to another."""
+
+    sql: str
+    params: list[tuple[object, ...]]
+    from_state: int
+    to_state: int
+
+
+# A write for the group commit: the encoded readings of one capture() call, or a state change.
+Write: TypeAlias = "list[EncodedReading] | StateChange"
 
 
 @dataclass(slots=True)
@@ -175,39 +197,68 @@ class OutboxStore:
         except sqlite3.Error as exc:
             logger.warning("outbox rollback after a failed %s also failed: %s", action, exc)
 
-    # -- capture ------------------------------------------------------------------
+    # -- writes (group commit) ---------------------------------------------------
 
-    def capture_groups(self, groups: Sequence[Sequence[EncodedReading]]) -> list[tuple[int, int]]:
-        """Insert every group in ONE transaction; per group, (stored, duplicates)."""
+    def apply(self, ops: Sequence[Write]) -> list[tuple[int, int]]:
+        """Run every write in ONE transaction, in order.
+
+        Returns, per write: (stored, duplicates) for a capture, (rows changed, 0) for a
+        state change. The in-memory counts change only once the COMMIT returned.
+        """
         new_contexts: dict[str, int] = {}
         results: list[tuple[int, int]] = []
-        with self._transaction("capture"):
-            for group in groups:
-                fresh = self._without_known(group)
-                self._conn.executemany(
-                    _INSERT,
-                    [
-                        (
-                            enc.cadence,
-                            enc.natural_key_hash,
-                            enc.reading_id,
-                            self._context_id(enc.context_json, new_contexts),
-                            enc.body,
-                        )
-                        for enc in fresh
-                    ],
-                )
-                results.append((len(fresh), len(group) - len(fresh)))
-            stored_total = sum(stored for stored, _ in results)
-            eviction = self._make_room(stored_total)
+        counts = dict(self.counts)
+        duplicates = 0
+        with self._transaction("write"):
+            first_seq = next_seq = self.last_seq() + 1
+            for op in ops:
+                if isinstance(op, StateChange):
+                    before = self._conn.total_changes
+                    self._conn.executemany(op.sql, op.params)
+                    changed = self._conn.total_changes - before
+                    counts[op.from_state] -= changed
+                    counts[op.to_state] += changed
+                    results.append((changed, 0))
+                    continue
+                fresh = self._without_known(op)
+                self._insert(fresh, next_seq, new_contexts)
+                next_seq += len(fresh)
+                counts[PENDING] += len(fresh)
+                results.append((len(fresh), len(op) - len(fresh)))
+                duplicates += len(op) - len(fresh)
+            # Only new rows can overflow the capacity; a state change never evicts.
+            eviction = self._make_room(counts) if next_seq > first_seq else None
         for body, context_id in new_contexts.items():
             self._context_ids[body] = context_id
             self._contexts[context_id] = decode_context(body)
-        self.counts[PENDING] += stored_total
-        self.duplicates_total += sum(dups for _, dups in results)
+        self.counts = counts
+        self.duplicates_total += sum(
+            dups
+            for op, (_, dups) in zip(ops, results, strict=True)
+            if not isinstance(op, StateChange)
+        )
         if eviction is not None:
-            self._apply_eviction(eviction)
+            self._report_eviction(eviction)
         return results
+
+    def _insert(
+        self, fresh: Sequence[EncodedReading], first_seq: int, new_contexts: dict[str, int]
+    ) -> None:
+        # Seqs are given explicitly (one past the AUTOINCREMENT high-water mark, inside
+        # this write transaction) so the bodies rows can share them; SQLite still raises
+        # the high-water mark, so a seq is never reused.
+        seqs = range(first_seq, first_seq + len(fresh))
+        self._conn.executemany(
+            _INSERT_ROW,
+            [
+                (seq, enc.cadence, self._context_id(enc.context_json, new_contexts), enc.reading_id)
+                for seq, enc in zip(seqs, fresh, strict=True)
+            ],
+        )
+        self._conn.executemany(
+            _INSERT_BODY,
+            [(seq, enc.natural_key_hash, enc.body) for seq, enc in zip(seqs, fresh, strict=True)],
+        )
 
     def _without_known(self, group: Sequence[EncodedReading]) -> list[EncodedReading]:
         """Drop readings whose natural key is stored already or repeats within ``group``.
@@ -223,7 +274,7 @@ class OutboxStore:
             seen.update(
                 row[0]
                 for row in self._conn.execute(
-                    f"SELECT natural_key FROM readings WHERE natural_key IN ({marks})",  # noqa: S608
+                    f"SELECT natural_key FROM bodies WHERE natural_key IN ({marks})",  # noqa: S608
                     chunk,
                 )
             )
@@ -246,7 +297,7 @@ class OutboxStore:
 
     # -- capacity -----------------------------------------------------------------
 
-    def _make_room(self, new_rows: int) -> Eviction | None:
+    def _make_room(self, counts: dict[int, int]) -> Eviction | None:
         """Delete rows so at most ``capacity_readings`` are pending, rejected or sent.
 
         Order: sent rows (oldest first; they are only kept for audit), then continuous
@@ -254,8 +305,7 @@ class OutboxStore:
         no continuous row is left the oldest spot rows. Rejected rows are treated like
         pending ones so a stream of new spot readings never loses to old rejected samples.
         """
-        live = self.counts[PENDING] + self.counts[SENT] + self.counts[REJECTED] + new_rows
-        excess = live - self.capacity_readings
+        excess = counts[PENDING] + counts[SENT] + counts[REJECTED] - self.capacity_readings
         if excess <= 0:
             return None
         # A little slack so a full outbox evicts (and warns) once per ~0.1 % of capacity
@@ -290,6 +340,8 @@ class OutboxStore:
                 (eviction.spot, "evicted_spot"),
             ],
         )
+        for state, n in eviction.by_state.items():
+            counts[state] -= n
         return eviction
 
     def _oldest_unsent(self, cadence: int, limit: int) -> list[tuple[int, int]]:
@@ -301,14 +353,14 @@ class OutboxStore:
         ).fetchall()
 
     def _delete(self, rows: Sequence[tuple[int, int]], eviction: Eviction) -> int:
-        self._conn.executemany("DELETE FROM readings WHERE seq = ?", [(seq,) for seq, _ in rows])
+        seqs = [(seq,) for seq, _ in rows]
+        self._conn.executemany("DELETE FROM readings WHERE seq = ?", seqs)
+        self._conn.executemany("DELETE FROM bodies WHERE seq = ?", seqs)
         for _, state in rows:
             eviction.by_state[state] = eviction.by_state.get(state, 0) + 1
         return len(rows)
 
-    def _apply_eviction(self, eviction: Eviction) -> None:
-        for state, n in eviction.by_state.items():
-            self.counts[state] -= n
+    def _report_eviction(self, eviction: Eviction) -> None:
         self.counters["audit_truncated"] += eviction.audit_truncated
         self.counters["evicted_continuous"] += eviction.continuous
         self.counters["evicted_spot"] += eviction.spot
@@ -321,31 +373,15 @@ class OutboxStore:
             eviction.spot,
         )
 
-    # -- state changes ------------------------------------------------------------
-
     def change_state(
         self, sql: str, params: Sequence[tuple[object, ...]], from_state: int, to_state: int
     ) -> int:
-        """Run one UPDATE per params row in a transaction; move the counts; rows changed."""
-        with self._transaction("state change"):
-            before = self._conn.total_changes
-            self._conn.executemany(sql, params)
-            changed = self._conn.total_changes - before
-        self.counts[from_state] -= changed
-        self.counts[to_state] += changed
-        return changed
+        """One state change in a transaction of its own (for tools beside the agent)."""
+        return self.apply([StateChange(sql, list(params), from_state, to_state)])[0][0]
 
     def requeue_all_rejected(self) -> int:
-        """Every rejected row back to pending."""
-        with self._transaction("requeue"):
-            cursor = self._conn.execute(
-                "UPDATE readings SET state = 0, reject_reason = NULL, state_at_us = NULL "
-                "WHERE state = 3"
-            )
-            changed = cursor.rowcount
-        self.counts[REJECTED] -= changed
-        self.counts[PENDING] += changed
-        return changed
+        """Every rejected row back to pending, in a transaction of its own."""
+        return self.change_state(REQUEUE_ALL_SQL, [()], REJECTED, PENDING)
 
     def purge_chunk(self, cutoff_us: int, limit: int) -> int:
         """Delete up to ``limit`` purgeable rows whose state changed before ``cutoff_us``."""
@@ -372,22 +408,22 @@ class OutboxStore:
         return [
             StoredReading(
                 seq=seq,
-                reading=decode_reading(reading_id, self._contexts[context], body),
+                reading=decode_reading(reading_id, cadence, self._contexts[context], body),
                 state=STATE_NAMES[row_state],
                 reject_reason=reason,
             )
-            for seq, row_state, reading_id, context, reason, body in rows
+            for seq, row_state, reading_id, cadence, context, reason, body in rows
         ]
 
     def oldest_pending(self) -> tuple[int, datetime] | None:
         """Seq and hub receipt time of the oldest pending row."""
         row = self._conn.execute(
-            "SELECT seq, body FROM readings WHERE state = 0 ORDER BY seq LIMIT 1"
+            "SELECT r.seq, b.body FROM readings AS r JOIN bodies AS b ON b.seq = r.seq "
+            "WHERE r.state = 0 ORDER BY r.seq LIMIT 1"
         ).fetchone()
         if row is None:
             return None
-        received = datetime.fromisoformat(json.loads(row[1])[3])
-        return int(row[0]), received.astimezone(UTC)
+        return int(row[0]), received_utc_of(row[1]).astimezone(UTC)
 
     def last_seq(self) -> int:
         """The highest seq ever handed out (kept by AUTOINCREMENT across deletes)."""

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from datetime import timedelta
+import uuid
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 import pytest
 
 from agent.errors import OutboxError
 from agent.outbox import Outbox, open_readonly
+from agent.readings import Quantity
 from tests.agent.test_outbox_factory import T0, StepClock, bp_record, stream_sample
 
 if TYPE_CHECKING:
@@ -221,3 +224,33 @@ async def test_open_readonly_sees_rows_without_blocking_the_agent(tmp_path: Path
     await outbox.close()
     with pytest.raises(OutboxError, match="no outbox database"):
         open_readonly(tmp_path / "missing.db")
+
+
+async def test_unusual_times_and_specials_round_trip_exactly(tmp_path: Path) -> None:
+    plus_one = timezone(timedelta(hours=1))
+    base = bp_record(5)
+    odd = replace(
+        base,
+        reading_id=uuid.uuid4(),
+        natural_key="bp-cuff:blood_pressure:custom-key",
+        effective_time=datetime(2026, 11, 27, 9, 0, 0, 123456, tzinfo=plus_one),
+        received=replace(base.received, utc=base.received.utc.astimezone(plus_one)),
+        device_seq=0,
+        device_clock_offset_s=-1.5,
+        values=(Quantity("glucose", float("nan"), "mmol/L"), Quantity("pulse_rate", None, "/min")),
+    )
+    outbox = await Outbox.open(tmp_path / "outbox.db")
+    await outbox.capture([odd])
+    (row,) = await outbox.pending_batch()
+    await outbox.close()
+    back = row.reading
+    assert back.effective_time.isoformat() == odd.effective_time.isoformat()
+    assert back.received.utc.isoformat() == odd.received.utc.isoformat()
+    assert (back.natural_key, back.device_seq, back.device_clock_offset_s) == (
+        odd.natural_key,
+        0,
+        -1.5,
+    )
+    assert back.values[1] == odd.values[1]
+    assert back.values[0].value != back.values[0].value  # NaN stays NaN
+    assert replace(back, values=()) == replace(odd, values=())
