@@ -53,6 +53,7 @@ RENAMED_KEYS: Final[dict[str, tuple[str, str]]] = {
     "patient.nhs_number": ("patient.id", "the hub carries an opaque patient id, not an NHS number"),
 }
 
+MAX_LISTED: Final = 50  # problems listed per validated model
 _QUOTE_MAX: Final = 40  # longer values are cut when quoted back
 _UNITS: Final = {"_s": "seconds", "_ms": "milliseconds", "_h": "hours"}
 _TYPE_WORDS: Final[dict[str, str]] = {
@@ -100,7 +101,13 @@ def format_validation_errors(
         source: Gives the YAML text of the scalar at a path, to quote it back.
     """
     problems: list[Problem] = []
-    for error in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    for index, error in enumerate(errors):
+        if index == MAX_LISTED:
+            # 20,000 unknown keys means the wrong file: the first screenful says so.
+            more = f"and {len(errors) - index} more problems not listed; fix these first"
+            problems.append(Problem(prefix, more))
+            break
         loc = tuple(error["loc"])
         if error["type"] == CONFIG_RULE_ERROR:
             pairs = error.get("ctx", {}).get("pairs", [])

@@ -21,6 +21,7 @@ from tests.agent.config_cases.fake_drivers import FAKE_DRIVERS
 from tests.agent.config_cases.runner import (
     CASES_DIR,
     case_paths,
+    comparable,
     expected_lines,
     prepare,
     problems_of,
@@ -65,7 +66,7 @@ def test_a_10_mb_file_is_refused_before_parsing(tmp_path: Path) -> None:
     big.write_bytes(line * (10 * 1024 * 1024 // len(line)))
     size = big.stat().st_size
     expected = (
-        f"{big}: is {size:,} bytes; a wardlink config is at most 256 KiB (is this the right file?)"
+        f"{big}: is {size:,} bytes; a wardlink config is at most 64 KiB (is this the right file?)"
     )
     assert problems_of(big) == [expected]
 
@@ -75,7 +76,7 @@ def test_text_over_the_cap_is_refused_for_remote_reload_too() -> None:
 
     with pytest.raises(ConfigError) as caught:
         load_config_text("#" * (MAX_CONFIG_BYTES + 1), "remote")
-    assert caught.value.problems[0].startswith("remote: is 262,145 bytes")
+    assert caught.value.problems[0].startswith("remote: is 65,537 bytes")
 
 
 def test_a_directory_is_refused(tmp_path: Path) -> None:
@@ -97,41 +98,92 @@ def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
     assert problems_of(fifo) == [f"{fifo}: is not a regular file (a pipe, socket or device?)"]
 
 
-SUBPROCESS_CASES = [
+_PURE_PYTHON_RUN = """
+import sys, tempfile, yaml
+from pathlib import Path
+yaml.__with_libyaml__ = False  # as on a hub whose PyYAML was built without libyaml
+import agent.configload as configload
+assert configload.YAML_PARSER == "pure-python"
+from tests.agent.config_cases.fake_drivers import FAKE_DRIVERS
+from tests.agent.config_cases.runner import case_paths, expected_lines, prepare, problems_of
+configload.DRIVERS = FAKE_DRIVERS
+for case in case_paths():
+    with tempfile.TemporaryDirectory() as scratch:
+        path = prepare(case, Path(scratch))
+        if problems_of(path) != expected_lines(case, path):
+            print("MISMATCH", case.name, problems_of(path))
+"""
+
+
+def test_the_pure_python_parser_rejects_the_corpus_the_same_way() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _PURE_PYTHON_RUN],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+# Rejected before schema validation, so the registered drivers do not matter: these run
+# the real command line, `python -m agent check-config`.
+CLI_CASES = [
     "05-tab-indentation",
     "19-python-tag-object-apply",
     "23-alias-bomb",
-    "43-plaintext-to-remote-host",
+    "26-duplicate-section",
     "63-empty-file",
     "67-not-utf8",
 ]
-_CHECK = (
+# These reach device validation, so they run check_config_main with the test drivers.
+_CHECK_WITH_TEST_DRIVERS = (
     "import sys; import agent.configload as c; "
     "from tests.agent.config_cases.fake_drivers import FAKE_DRIVERS; c.DRIVERS = FAKE_DRIVERS; "
     "from agent.cli_config import check_config_main; sys.exit(check_config_main(sys.argv[1]))"
 )
+DRIVER_CASES = ["43-plaintext-to-remote-host", "51-unknown-driver-did-you-mean"]
 
 
-@pytest.mark.parametrize("name", SUBPROCESS_CASES)
-def test_check_config_process_exits_78_without_traceback(name: str, tmp_path: Path) -> None:
-    # agent/__main__.py wires check_config_main into `wardlink check-config`; this runs the
-    # same function in a real interpreter, with the test drivers registered.
-    case = CASES_DIR / f"{name}.yaml"
-    config_path = prepare(case, tmp_path)
-    result = subprocess.run(
-        [sys.executable, "-c", _CHECK, str(config_path)],
+def _run_check(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *argv],
         capture_output=True,
         text=True,
         cwd=ROOT,
         check=False,
         timeout=30,
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "argv"),
+    [(name, ["-m", "agent", "check-config"]) for name in CLI_CASES]
+    + [(name, ["-c", _CHECK_WITH_TEST_DRIVERS]) for name in DRIVER_CASES],
+)
+def test_check_config_process_exits_78_without_traceback(
+    name: str, argv: list[str], tmp_path: Path
+) -> None:
+    case = CASES_DIR / f"{name}.yaml"
+    config_path = prepare(case, tmp_path)
+    result = _run_check([*argv, str(config_path)])
     assert result.returncode == 78
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
-    lines = result.stderr.splitlines()
+    lines = comparable(result.stderr.splitlines())
     expected = expected_lines(case, config_path)
     assert lines[: len(expected)] == expected
     count = len(expected)
     summary = f"{config_path}: {count} problem{'s' if count != 1 else ''}; "
     assert lines[len(expected) :] == [summary + "wardlink will not start with this file"]
+
+
+def test_check_config_process_on_a_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "wardlink.yaml"
+    result = _run_check(["-m", "agent", "check-config", str(missing)])
+    assert (result.returncode, result.stdout) == (78, "")
+    assert result.stderr.splitlines() == [
+        f"{missing}: file not found; check the path",
+        f"{missing}: 1 problem; wardlink will not start with this file",
+    ]
