@@ -1,0 +1,223 @@
+"""The serial oximeter driver over real ptys, into a real SQLite outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import TYPE_CHECKING
+
+import pytest
+
+from agent.errors import PermanentDeviceError, TransientDeviceError
+from agent.readings import Cadence, Kind
+from drivers.base import DeviceState
+from drivers.emulators.serial import PtySerialDevice
+from drivers.serial.protocols import PROTOCOLS
+from tests.agent.pubharness import eventually
+from tests.drivers.serial_support import rig
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from agent.readings import Reading, StoredReading
+
+pytestmark = pytest.mark.pty
+
+
+def _values(reading: Reading) -> dict[str, float | None]:
+    return {q.name: q.value for q in reading.values}
+
+
+def _device_for(protocol: str, tmp_path: Path) -> PtySerialDevice:
+    link = tmp_path / "by-id-oximeter"
+    if protocol == "nonin-df13":
+        return PtySerialDevice(protocol, link=link, spot_period_s=0.1)
+    if protocol in ("nonin-df2", "nonin-df7"):
+        return PtySerialDevice(protocol, link=link, speed=4)  # 300 frames/s
+    if protocol in ("contec-v5", "contec-v7"):
+        return PtySerialDevice(protocol, link=link)  # the real 60 packages/s
+    return PtySerialDevice(protocol, link=link, speed=10)
+
+
+@pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
+async def test_each_protocol_end_to_end_into_the_outbox(tmp_path: Path, protocol: str) -> None:
+    device = _device_for(protocol, tmp_path)
+    async with rig(tmp_path, protocol, device=device) as r:
+        rows: list[StoredReading] = await eventually(
+            lambda: _at_least(r.readings(), 3), timeout_s=15
+        )
+        assert r.reporter.states[0] == (DeviceState.CONNECTED, None)
+    spec = PROTOCOLS[protocol]
+    for row in rows:
+        reading = row.reading
+        values = _values(reading)
+        assert reading.kind is Kind.SPO2
+        assert reading.cadence is (Cadence.SPOT if spec.spot else Cadence.CONTINUOUS)
+        assert reading.patient.patient_id == "PATIENT-TEST-1"
+        assert reading.device.device_id == "oximeter"
+        assert 94 <= (values["spo2"] or 0) <= 99
+        assert 60 <= (values["pulse_rate"] or 0) <= 90
+        assert ("perfusion_index" in values) is spec.has_perfusion_index
+        assert "interval_truncated" not in reading.status
+        if spec.spot:
+            assert reading.device_time is not None
+        else:
+            assert int(reading.extra["samples"]) >= 1
+    if spec.init_commands:
+        assert spec.init_commands[0] in device.commands
+
+
+async def _at_least(rows_coro: object, n: int) -> list[StoredReading] | None:
+    assert asyncio.iscoroutine(rows_coro)
+    rows: list[StoredReading] = await rows_coro
+    return rows if len(rows) >= n else None
+
+
+async def test_high_rate_stream_is_one_reading_per_interval(tmp_path: Path) -> None:
+    device = PtySerialDevice("contec-v5", link=tmp_path / "link")
+    async with rig(tmp_path, "contec-v5", device=device, interval_s=0.4) as r:
+        await asyncio.sleep(1.7)
+        rows = await r.readings()
+    # 60 packages/s into 0.4 s intervals: about 24 samples each, 2.5 readings a second.
+    assert 2 <= len(rows) <= 5
+    counts = [int(row.reading.extra["samples"]) for row in rows]
+    assert sum(counts) >= 50
+    assert max(counts) <= 30
+
+
+@pytest.mark.parametrize("protocol", ["nonin-df2", "contec-v7"])
+async def test_unplug_and_replug_mid_stream_recovers_and_keeps_readings(
+    tmp_path: Path, protocol: str
+) -> None:
+    device = _device_for(protocol, tmp_path)
+    async with rig(tmp_path, protocol, device=device) as r:
+        await eventually(lambda: _at_least(r.readings(), 3), timeout_s=15)
+        device.unplug()
+        await eventually(lambda: r.reporter.last_state is DeviceState.DISCONNECTED)
+        before = [row.reading.reading_id for row in await r.readings()]
+        first_path = device.commands and device.commands[0]
+        await asyncio.sleep(0.3)
+        device.plug()  # a new pty; the by-id link is re-pointed
+        await eventually(lambda: r.reporter.last_state is DeviceState.CONNECTED, timeout_s=8)
+        rows = await eventually(lambda: _at_least(r.readings(), len(before) + 3), timeout_s=15)
+        assert not r.driver_task.done()
+    after = [row.reading.reading_id for row in rows]
+    assert after[: len(before)] == before  # every committed reading is still there
+    reasons = [reason for state, reason in r.reporter.states if state is DeviceState.DISCONNECTED]
+    assert reasons
+    assert "check the USB cable" in (reasons[0] or "")
+    spec = PROTOCOLS[protocol]
+    if spec.init_commands:  # re-sent on the new port
+        assert device.commands.count(spec.init_commands[0]) >= 2
+        assert first_path == spec.init_commands[0]
+
+
+async def test_port_that_does_not_come_back_is_a_transient_error(tmp_path: Path) -> None:
+    async with rig(tmp_path, "nonin-df8", reopen_wait_s=0.5) as r:
+        await eventually(lambda: _at_least(r.readings(), 1), timeout_s=10)
+        r.device.unplug()
+        with pytest.raises(TransientDeviceError, match="missing: check the USB cable"):
+            await asyncio.wait_for(r.driver_task, timeout=5)
+    assert r.reporter.last_state is DeviceState.DISCONNECTED
+
+
+async def test_missing_port_at_start_is_reported_at_once_then_transient(tmp_path: Path) -> None:
+    device = PtySerialDevice("nonin-df8", link=tmp_path / "by-id")
+    async with rig(tmp_path, "nonin-df8", device=device, reopen_wait_s=1.0) as r:
+        device.unplug()  # the technician has not plugged it in yet
+        await asyncio.sleep(0)
+        with pytest.raises(TransientDeviceError):
+            await asyncio.wait_for(r.driver_task, timeout=5)
+    assert r.reporter.states[-1][0] is DeviceState.DISCONNECTED
+    assert r.reporter.states[-1][1] == (
+        f"port {tmp_path / 'by-id'} missing: check the USB cable and that the oximeter is "
+        "switched on"
+    )
+
+
+async def test_port_plugged_in_during_the_wait_is_opened(tmp_path: Path) -> None:
+    device = PtySerialDevice("nonin-ascii", link=tmp_path / "by-id", speed=10)
+    async with rig(tmp_path, "nonin-ascii", device=device) as r:
+        device.unplug()
+        await asyncio.sleep(0.3)
+        device.plug()
+        await eventually(lambda: _at_least(r.readings(), 2), timeout_s=10)
+    assert DeviceState.CONNECTED in [s for s, _ in r.reporter.states]
+
+
+async def test_garbage_and_corrupt_frames_are_counted_never_stored(tmp_path: Path) -> None:
+    device = PtySerialDevice("nonin-df2", link=tmp_path / "link", speed=4)
+    async with rig(tmp_path, "nonin-df2", device=device) as r:
+        await eventually(lambda: _at_least(r.readings(), 2), timeout_s=10)
+        for _ in range(4):
+            device.inject_garbage(40)
+            device.corrupt_next(1)
+            await asyncio.sleep(0.15)
+        await eventually(lambda: device.units_corrupted == 4)
+        sent_before = device.units_sent
+        await eventually(lambda: device.units_sent >= sent_before + 3)
+        await asyncio.sleep(0.3)
+        rows = await r.readings()
+    assert r.reporter.counters["decode_errors"] >= 4
+    assert r.reporter.counters["bytes_skipped"] >= 4 * 40
+    for row in rows:
+        values = _values(row.reading)
+        assert 94 <= (values["spo2"] or 0) <= 99
+
+
+@pytest.mark.parametrize("protocol", ["nonin-df8", "contec-v7", "masimo-ascii"])
+async def test_finger_out_gives_missing_values_and_sensor_off(
+    tmp_path: Path, protocol: str
+) -> None:
+    device = _device_for(protocol, tmp_path)
+    async with rig(tmp_path, protocol, device=device) as r:
+        await eventually(lambda: _at_least(r.readings(), 1), timeout_s=10)
+        device.set_finger_out(True)
+        rows = await eventually(lambda: _with_status(r.readings(), "spo2_missing"), timeout_s=10)
+    reading = rows[-1].reading
+    assert "sensor_off" in reading.status
+    spo2 = reading.value("spo2")
+    assert spo2 is not None
+    assert (spo2.value, spo2.special) == (None, "missing")
+
+
+async def _with_status(rows_coro: object, flag: str) -> list[StoredReading] | None:
+    assert asyncio.iscoroutine(rows_coro)
+    rows: list[StoredReading] = await rows_coro
+    hits = [row for row in rows if flag in row.reading.status]
+    return hits or None
+
+
+async def test_contec_keepalive_keeps_the_stream_going(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Shorten our own registry's keep-alive period so the test need not wait 5 s.
+    spec = dataclasses.replace(PROTOCOLS["contec-v7"], keepalive_period_s=0.3)
+    monkeypatch.setitem(PROTOCOLS, "contec-v7", spec)
+    device = PtySerialDevice("contec-v7", link=tmp_path / "link", keepalive_timeout_s=0.6)
+    async with rig(tmp_path, "contec-v7", device=device) as r:
+        await asyncio.sleep(1.4)
+        early = len(await r.readings())
+        await asyncio.sleep(0.8)
+        late = len(await r.readings())
+    assert late - early >= 2  # still streaming long after the 0.6 s device timeout
+    assert spec.keepalive_command is not None
+    assert device.commands.count(spec.keepalive_command) >= 4
+
+
+async def test_without_keepalive_the_emulated_contec_stops(tmp_path: Path) -> None:
+    # The emulator's fidelity the previous test relies on: no keep-alive, no stream.
+    device = PtySerialDevice("contec-v7", link=tmp_path / "link", keepalive_timeout_s=0.5)
+    async with rig(tmp_path, "contec-v7", device=device) as r:
+        await eventually(lambda: _at_least(r.readings(), 1), timeout_s=5)
+        await asyncio.sleep(1.0)  # the driver's keep-alive (5 s) is too slow for 0.5 s
+        assert not device.is_streaming
+
+
+async def test_wrong_serial_number_is_rejected_and_nothing_stored(tmp_path: Path) -> None:
+    device = PtySerialDevice("masimo-ascii", link=tmp_path / "link", speed=10)
+    async with rig(tmp_path, "masimo-ascii", device=device, serial_number="9999999999") as r:
+        with pytest.raises(PermanentDeviceError, match="reports serial 0000123456"):
+            await asyncio.wait_for(r.driver_task, timeout=5)
+        assert await r.readings() == []
+    assert r.reporter.last_state is DeviceState.ERROR
