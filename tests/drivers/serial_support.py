@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from agent.readings import StoredReading
+    from drivers.base import ReadingSink
 
 PATIENT = PatientBinding("PATIENT-TEST-1", 1)
 
@@ -89,6 +90,7 @@ async def rig(
     *,
     device: PtySerialDevice | None = None,
     outbox: Outbox | None = None,
+    sink: ReadingSink | None = None,
     **settings: Any,
 ) -> AsyncIterator[Rig]:
     """Run an emulator and the driver on it into a real outbox; tear all down after."""
@@ -99,7 +101,7 @@ async def rig(
     box = outbox or await Outbox.open(tmp_path / "outbox.db")
     reporter = RecordingReporter()
     ctx = DriverContext(
-        sink=box,
+        sink=sink or box,
         clock=SystemClock(),
         reporter=reporter,
         patient=PATIENT,
