@@ -12,7 +12,7 @@ own map to no reading; join a context to its measurement with ``GlucoseRecord``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from agent.readings import Cadence, Kind, Quantity, make_reading
 from drivers._codecs import bp, gls, hrs, hts, plx, wss
@@ -377,22 +377,30 @@ def measurement_to_readings(
         ValueError: ``uuid16`` is not a measurement characteristic (a wiring bug).
         TypeError: ``decoded`` is not what that characteristic decodes to.
     """
-    return [
-        make_reading(
-            device=device,
-            patient=patient,
-            kind=draft.kind,
-            cadence=draft.cadence,
-            values=draft.values,
-            received=received,
-            driver_version=driver_version,
-            device_time=draft.device_time,
-            device_seq=draft.device_seq,
-            device_clock_offset_s=device_clock_offset_s,
-            device_clock_unset=draft.device_clock_unset,
-            timezone_name=timezone_name,
-            status=draft.status,
-            extra=draft.extra,
-        )
-        for draft in _draft(uuid16, decoded)
-    ]
+    shared = {
+        "device": device,
+        "patient": patient,
+        "received": received,
+        "driver_version": driver_version,
+        "device_clock_offset_s": device_clock_offset_s,
+        "timezone_name": timezone_name,
+    }
+    return [_make(draft, shared) for draft in _draft(uuid16, decoded)]
+
+
+def _make(draft: _Draft, shared: dict[str, Any]) -> Reading:
+    fields: dict[str, Any] = {
+        "kind": draft.kind,
+        "cadence": draft.cadence,
+        "values": draft.values,
+        "device_seq": draft.device_seq,
+        "device_clock_unset": draft.device_clock_unset,
+        "extra": draft.extra,
+    }
+    try:
+        return make_reading(**shared, **fields, device_time=draft.device_time, status=draft.status)
+    except OverflowError:
+        # A real date the hub still cannot place, e.g. 9999-12-31 23:00 read in a zone west
+        # of UTC, or shifted by a wild clock offset: keep the reading on receipt time.
+        status = (*draft.status, "device_time_invalid")
+        return make_reading(**shared, **fields, device_time=None, status=status)

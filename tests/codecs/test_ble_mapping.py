@@ -8,8 +8,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.clock import HubTime, TimeSource
+from agent.errors import DecodeError
 from agent.readings import (
     QUANTITY_UNITS,
     Cadence,
@@ -456,3 +459,56 @@ def test_every_mapped_quantity_uses_the_shared_names_and_units() -> None:
             for quantity in reading.values:
                 assert quantity.unit in QUANTITY_UNITS[quantity.name]
                 assert (quantity.value is None) == (quantity.special is not None)
+
+
+def test_a_real_date_the_hub_cannot_place_falls_back_to_receipt_time() -> None:
+    # 9999-12-31 23:00 in New York is past datetime.max in UTC.
+    decoded = bp.BloodPressureMeasurement(
+        *(MedFloat.of(100),) * 3, unit="mmHg", timestamp=DateTimeFields(9999, 12, 31, 23, 0, 0)
+    )
+    readings = measurement_to_readings(
+        0x2A35,
+        decoded,
+        device=DEVICE,
+        patient=PATIENT,
+        received=RECEIVED,
+        driver_version="1.0",
+        timezone_name="America/New_York",
+        device_clock_offset_s=None,
+    )
+    assert len(readings) == 1
+    assert readings[0].effective_time == RECEIVED.utc
+    assert readings[0].time_source == TimeSource.HUB_RECEIPT
+    assert readings[0].device_time is None
+    assert readings[0].status == ("device_time_invalid",)
+
+
+@pytest.mark.parametrize(
+    "uuid16", sorted({u for uuids in MEASUREMENT_UUIDS.values() for u in uuids})
+)
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.binary(max_size=24),
+    zone=st.sampled_from(["UTC", "Europe/London", "America/New_York", "Pacific/Kiritimati"]),
+    offset_s=st.none() | st.floats(-4e11, 4e11),
+)
+def test_any_decodable_packet_maps_without_error(
+    uuid16: int, data: bytes, zone: str, offset_s: float | None
+) -> None:
+    try:
+        decoded = DECODERS[uuid16](data)
+    except DecodeError:
+        return
+    for reading in measurement_to_readings(
+        uuid16,
+        decoded,
+        device=DEVICE,
+        patient=PATIENT,
+        received=RECEIVED,
+        driver_version="1.0",
+        timezone_name=zone,
+        device_clock_offset_s=offset_s,
+    ):
+        assert reading.patient == PATIENT
+        for quantity in reading.values:
+            assert quantity.unit in QUANTITY_UNITS[quantity.name]
