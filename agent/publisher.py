@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import ssl
@@ -71,6 +72,31 @@ class ConnectFailedError(PublishError):
 
 def _new_properties(packet_type: int) -> Properties:
     return Properties(packet_type)  # type: ignore[no-untyped-call]  # paho leaves it untyped
+
+
+class _PackedProperties(Properties):
+    """PUBLISH properties packed once: paho's ``pack`` costs more than the publish itself."""
+
+    _packed: bytes | None = None
+
+    def pack(self) -> bytes:
+        """The wire form, computed on first use (the object is never changed after)."""
+        packed = self._packed
+        if packed is None:
+            packed = bytes(super().pack())  # type: ignore[no-untyped-call]
+            object.__setattr__(self, "_packed", packed)  # past paho's __setattr__ checks
+        return packed
+
+
+@functools.lru_cache(maxsize=64)
+def _publish_properties(
+    content_type: str, user_properties: tuple[tuple[str, str], ...]
+) -> Properties:
+    props = _PackedProperties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.ContentType = content_type
+    if user_properties:
+        props.UserProperty = list(user_properties)
+    return props
 
 
 def backoff_delay_s(attempt: int, kind: str, cfg: MqttConfig, rng: random.Random) -> float:
@@ -161,22 +187,32 @@ class Publisher:
     async def run(self) -> None:
         """Connect, drain and reconnect until ``close`` or cancellation."""
         self._warn_once()
+        # A failure in either task (e.g. OutboxError from the outbox) is not swallowed:
+        # the other is cancelled and the error propagates to the supervisor.
         status_task = asyncio.create_task(self.status.run(), name="status")
+        loop_task = asyncio.create_task(self._connection_loop(), name="publisher-connection")
+        tasks = (status_task, loop_task)
         try:
-            # A random delay before the first connect: a fleet rebooting after a power cut
-            # must not hit the broker in the same second (reliability.md R12).
-            await self._sleep(self._rng.uniform(0, self._cfg.reconnect_min_s))
-            failures = 0
-            while not self._stop.is_set():
-                kind = await self._session()
-                failures = 0 if kind is None else failures + 1
-                if not self._stop.is_set():
-                    delay_s = backoff_delay_s(failures, kind or "lost", self._cfg, self._rng)
-                    await self._sleep(delay_s)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            status_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await status_task
+            for task in tasks:
+                task.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                raise result
+
+    async def _connection_loop(self) -> None:
+        # A random delay before the first connect: a fleet rebooting after a power cut
+        # must not hit the broker in the same second (reliability.md R12).
+        await self._sleep(self._rng.uniform(0, self._cfg.reconnect_min_s))
+        failures = 0
+        while not self._stop.is_set():
+            kind = await self._session()
+            failures = 0 if kind is None else failures + 1
+            if not self._stop.is_set():
+                delay_s = backoff_delay_s(failures, kind or "lost", self._cfg, self._rng)
+                await self._sleep(delay_s)
 
     async def flush(self) -> None:
         """Return once no reading is pending (all PUBACKed or rejected)."""
@@ -439,10 +475,7 @@ class Publisher:
         encoded = self._encode(rows, self._clock.now())
         props = None
         if self._mqtt5:
-            props = _new_properties(PacketTypes.PUBLISH)
-            props.ContentType = encoded.content_type
-            if encoded.user_properties:
-                props.UserProperty = list(encoded.user_properties)
+            props = _publish_properties(encoded.content_type, encoded.user_properties)
         await self._window.acquire()
         info = link.client.publish(
             self.topics.readings, encoded.payload, qos=1, retain=False, properties=props
