@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from agent.clock import Clock
     from agent.outbox_codec import ReadingContext
     from agent.outbox_store import Write
-    from agent.readings import Reading
+    from agent.readings import DeviceIdentity, PatientBinding, Reading
 
 __all__ = ["Outbox", "OutboxStats", "StoredReading", "open_readonly"]
 
@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+_CONTEXT_CACHE_MAX: Final = 256
 _PURGE_CHUNK_ROWS: Final = 5_000  # per transaction, so captures interleave with a long purge
 
 
@@ -108,6 +109,9 @@ class Outbox:
         self._wakeup = asyncio.Event()
         self._closing = False
         self._context_json: dict[ReadingContext, str] = {}
+        self._context_by_id: dict[
+            tuple[int, int, str], tuple[DeviceIdentity, PatientBinding, dict[str, str]]
+        ] = {}
         self._writer = asyncio.create_task(self._write_loop(), name="outbox-writer")
 
     @classmethod
@@ -197,10 +201,27 @@ class Outbox:
         return await done
 
     def _context_text(self, reading: Reading) -> str:
+        # Drivers reuse one DeviceIdentity/PatientBinding object per session: look up by
+        # identity first (hashing two dataclasses per reading is measurable at 50k/s).
+        # The cache holds the objects, so their ids cannot be reused while cached.
+        key = (id(reading.device), id(reading.patient), reading.driver_version)
+        hit = self._context_by_id.get(key)
+        boot_id = reading.received.boot_id
+        if hit is not None and hit[0] is reading.device and hit[1] is reading.patient:
+            text = hit[2].get(boot_id)
+            if text is not None:
+                return text
         context = context_of(reading)
         text = self._context_json.get(context)
         if text is None:
             text = self._context_json[context] = encode_context(context)
+        if hit is None or hit[0] is not reading.device or hit[1] is not reading.patient:
+            if len(self._context_by_id) >= _CONTEXT_CACHE_MAX:
+                # A driver making new identity objects per reading: stay bounded.
+                self._context_by_id.clear()
+                self._context_json.clear()
+            hit = self._context_by_id[key] = (reading.device, reading.patient, {})
+        hit[2][boot_id] = text
         return text
 
     async def _write_loop(self) -> None:

@@ -99,17 +99,19 @@ def _id_form_key(reading: Reading) -> str:
     return f"{reading.device.device_id}:{reading.kind.value}:id:{reading.reading_id}"
 
 
-def _natural_key_hash(reading: Reading, is_id_form: bool) -> bytes:
+def _natural_key_hash(reading: Reading, is_id_form: bool, received_us: int | str) -> bytes:
     if is_id_form:
         # The key's only varying part is the reading_id itself: no hash needed.
-        micros = max(0, int(reading.received.utc.timestamp() * 1_000_000))
-        return micros.to_bytes(8, "big") + reading.reading_id.bytes
+        if isinstance(received_us, str):
+            received_us = int(reading.received.utc.timestamp() * 1_000_000)
+        return max(0, received_us).to_bytes(8, "big") + reading.reading_id.bytes
     return _ZERO_PREFIX + hashlib.sha256(reading.natural_key.encode()).digest()[:16]
 
 
 def natural_key_hash(reading: Reading) -> bytes:
     """The 24 bytes the UNIQUE index holds for ``reading.natural_key`` (module docstring)."""
-    return _natural_key_hash(reading, reading.natural_key == _id_form_key(reading))
+    is_id_form = reading.natural_key == _id_form_key(reading)
+    return _natural_key_hash(reading, is_id_form, _utc_field(reading.received.utc))
 
 
 def _utc_field(moment: datetime) -> int | str:
@@ -126,7 +128,7 @@ def _utc_from_field(value: int | str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-def _encode_body(reading: Reading, is_id_form: bool) -> str:
+def _encode_body(reading: Reading, is_id_form: bool, received_field: int | str) -> str:
     received = reading.received.utc
     effective = reading.effective_time
     same_moment = effective is received or (
@@ -135,7 +137,7 @@ def _encode_body(reading: Reading, is_id_form: bool) -> str:
     fields: list[Any] = [
         reading.kind.value,
         [[q.name, q.value, q.unit, q.special] for q in reading.values],
-        _utc_field(received),
+        received_field,
         reading.received.monotonic_ns,
         reading.received.clock_synced,
         reading.time_source.value,
@@ -156,18 +158,20 @@ def _encode_body(reading: Reading, is_id_form: bool) -> str:
 
 def encode_body(reading: Reading) -> str:
     """The per-reading fields as compact JSON (derivable fields stored as null)."""
-    return _encode_body(reading, reading.natural_key == _id_form_key(reading))
+    is_id_form = reading.natural_key == _id_form_key(reading)
+    return _encode_body(reading, is_id_form, _utc_field(reading.received.utc))
 
 
 def encode_reading(reading: Reading, context_json: str) -> EncodedReading:
     """Everything the INSERT needs; ``context_json`` is ``encode_context`` (cached by caller)."""
     is_id_form = reading.natural_key == _id_form_key(reading)
+    received_field = _utc_field(reading.received.utc)
     return EncodedReading(
-        natural_key_hash=_natural_key_hash(reading, is_id_form),
+        natural_key_hash=_natural_key_hash(reading, is_id_form, received_field),
         reading_id=reading.reading_id.bytes,
         cadence=CADENCE_CODES[reading.cadence],
         context_json=context_json,
-        body=_encode_body(reading, is_id_form),
+        body=_encode_body(reading, is_id_form, received_field),
     )
 
 

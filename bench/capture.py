@@ -71,11 +71,13 @@ async def run_once(
             await outbox.capture(chunk)
 
     io_start = write_bytes()
+    cpu_start = time.process_time()
     start = time.perf_counter()
     async with asyncio.TaskGroup() as group:
         for _ in range(tasks):
             group.create_task(producer())
     capture_s = time.perf_counter() - start
+    capture_cpu_s = time.process_time() - cpu_start
     commits = (await outbox.stats()).commits
     io_captured = write_bytes()
     # Publisher-like: pages of the in-flight window, one mark_sent per PUBACKed message
@@ -94,6 +96,7 @@ async def run_once(
         raise SystemExit(f"purged {purged} of {len(readings)} readings: outbox bug")
     return {
         "rate": len(readings) / capture_s,
+        "cpu_us": capture_cpu_s / len(readings) * 1e6,
         "bytes": io_total / len(readings),
         "per_commit": len(readings) / max(1, commits),
         "capture_bytes": (io_captured - io_start) / len(readings),
@@ -122,12 +125,14 @@ async def main() -> None:
             result = await run_once(Path(tmp) / "outbox.db", readings, args.tasks, args.per_call)
         results.append(result)
         print(
-            f"run {run + 1}: {result['rate']:,.0f} readings/s captured, "
+            f"run {run + 1}: {result['rate']:,.0f} readings/s captured "
+            f"({result['cpu_us']:.1f} us CPU per reading, both threads), "
             f"{result['bytes']:,.0f} B written per reading (capture+mark_sent+purge), "
             f"{result['per_commit']:,.0f} readings per capture COMMIT; bytes by phase: "
             f"capture {result['capture_bytes']:,.0f}, mark_sent {result['sent_bytes']:,.0f}, "
             f"purge+close {result['bytes'] - result['capture_bytes'] - result['sent_bytes']:,.0f}"
         )
+    print(f"load average after: {os.getloadavg()[0]:.2f} (other work on this machine)")
     print(
         f"median: {statistics.median(r['rate'] for r in results):,.0f} readings/s "
         f"(target >= 50,000); {statistics.median(r['bytes'] for r in results):,.0f} B per "
