@@ -38,6 +38,20 @@ class Problem:
     line: int | None = None  # set when known directly (YAML syntax), else looked up by loc
 
 
+@dataclass(frozen=True, slots=True)
+class Located:
+    """Where each key and list item of the document is, by its path."""
+
+    lines: dict[tuple[str | int, ...], int]
+    scalars: dict[tuple[str | int, ...], str]
+
+    def line_of(self, loc: tuple[str | int, ...]) -> int:
+        """The line of ``loc``, or of its nearest ancestor present in the file."""
+        while loc not in self.lines and loc:
+            loc = loc[:-1]
+        return self.lines.get(loc, 1)
+
+
 # Old dotted key -> (new dotted key, why). Renamed keys fail loudly, never silently ignored.
 RENAMED_KEYS: Final[dict[str, tuple[str, str]]] = {
     "mqtt.keepalive": ("mqtt.keepalive_s", "the unit is now in the name: seconds"),
@@ -256,3 +270,14 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:  # noqa: ANN401 - any 
             if found is not None:
                 return found
     return None
+
+
+def render_problems(filename: str, problems: list[Problem], located: Located) -> list[str]:
+    """Problems as ``<file>:<line> <path>: <message>`` lines, in file order."""
+    rows = []
+    for problem in problems:
+        line = problem.line if problem.line is not None else located.line_of(problem.loc)
+        path = ".".join(str(part) for part in problem.loc)
+        where = f"{filename}:{line} {path}" if path else f"{filename}:{line}"
+        rows.append((line, f"{where}: {problem.message}"))
+    return [text for _, text in sorted(rows, key=lambda row: row[0])]
