@@ -219,3 +219,27 @@ async def test_request_subscription_and_publish_message_share_the_connection(
         assert code == 0
         await eventually(lambda: sub.messages("/response/ping"))
     await outbox.close()
+
+
+async def test_mqtt_311_still_delivers_and_warns_that_denials_are_invisible(
+    broker: MosquittoBroker,
+    topic_prefix: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    subscriber_factory: list[Subscriber],
+) -> None:
+    sub = Subscriber(broker.host, broker.port, [f"{topic_prefix}/#"])
+    subscriber_factory.append(sub)
+    config = make_config(broker.host, broker.port, topic_prefix, tmp_path, protocol="3.1.1")
+    outbox = await Outbox.open(config.storage.path)
+    publisher, _ = build(config, outbox)
+    readings = make_readings(5)
+    async with running(publisher):
+        await outbox.capture(readings)
+        publisher.notify_new_readings()
+        await publisher.flush()
+        wanted = {str(r.reading_id) for r in readings}
+        await eventually(lambda: wanted <= set(reading_ids(sub.messages())))
+    assert (await outbox.stats()).sent == 5
+    assert any("3.1.1" in r.message and r.levelname == "WARNING" for r in caplog.records)
+    await outbox.close()
