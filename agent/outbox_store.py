@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import sqlite3
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 from agent.errors import OutboxError
+from agent.outbox_capacity import Eviction, delete_rows, make_room
 from agent.outbox_codec import (
     ReadingContext,
     decode_context,
@@ -75,16 +76,6 @@ class StateChange:
 Write: TypeAlias = "list[EncodedReading] | StateChange"
 
 
-@dataclass(slots=True)
-class Eviction:
-    """What making room for new readings removed, by kind and by state."""
-
-    audit_truncated: int = 0
-    continuous: int = 0
-    spot: int = 0
-    by_state: dict[int, int] = field(default_factory=dict)
-
-
 def _advice(exc: sqlite3.Error) -> str:
     name = getattr(exc, "sqlite_errorname", "")
     if name.startswith("SQLITE_FULL"):
@@ -130,7 +121,13 @@ class OutboxStore:
     def open(cls, path: Path, *, capacity_readings: int, receipts: bool) -> OutboxStore:
         """Open (creating, migrating, or quarantining a corrupt file) the outbox at ``path``."""
         quarantined: Path | None = None
-        conn = connect(path)
+        try:
+            conn = connect(path)
+        except sqlite3.Error as exc:
+            raise OutboxError(
+                f"{path}: cannot open the outbox ({exc}); does its directory exist and is it "
+                "writable by the agent?"
+            ) from exc
         problem = find_corruption(conn)
         if problem is not None:
             conn.close()
@@ -227,7 +224,11 @@ class OutboxStore:
                 results.append((len(fresh), len(op) - len(fresh)))
                 duplicates += len(op) - len(fresh)
             # Only new rows can overflow the capacity; a state change never evicts.
-            eviction = self._make_room(counts) if next_seq > first_seq else None
+            eviction = (
+                make_room(self._conn, counts, self.capacity_readings)
+                if next_seq > first_seq
+                else None
+            )
         for body, context_id in new_contexts.items():
             self._context_ids[body] = context_id
             self._contexts[context_id] = decode_context(body)
@@ -297,69 +298,6 @@ class OutboxStore:
 
     # -- capacity -----------------------------------------------------------------
 
-    def _make_room(self, counts: dict[int, int]) -> Eviction | None:
-        """Delete rows so at most ``capacity_readings`` are pending, rejected or sent.
-
-        Order: sent rows (oldest first; they are only kept for audit), then continuous
-        rows (pending or rejected) thinned evenly across the oldest ones, and only when
-        no continuous row is left the oldest spot rows. Rejected rows are treated like
-        pending ones so a stream of new spot readings never loses to old rejected samples.
-        """
-        excess = counts[PENDING] + counts[SENT] + counts[REJECTED] - self.capacity_readings
-        if excess <= 0:
-            return None
-        # A little slack so a full outbox evicts (and warns) once per ~0.1 % of capacity
-        # rather than on every commit.
-        remaining = excess + self.capacity_readings // 1000
-        eviction = Eviction()
-        sent = self._conn.execute(
-            "SELECT seq, state FROM readings INDEXED BY readings_by_age "
-            "WHERE state IN (1, 2) AND state = 1 ORDER BY state_at_us LIMIT ?",
-            (remaining,),
-        ).fetchall()
-        eviction.audit_truncated = self._delete(sent, eviction)
-        remaining -= eviction.audit_truncated
-        while remaining > 0:
-            # Spread the victims over a window four times wider than needed (never two
-            # neighbours), so repeated pressure thins the oldest stretch progressively
-            # instead of cutting it off from the front.
-            oldest = self._oldest_unsent(_CONTINUOUS, 4 * remaining)
-            if not oldest:
-                break
-            step = max(2, len(oldest) // remaining)
-            victims = oldest[step // 2 :: step][:remaining] or oldest[:1]
-            eviction.continuous += self._delete(victims, eviction)
-            remaining -= len(victims)
-        if remaining > 0:
-            eviction.spot = self._delete(self._oldest_unsent(_SPOT, remaining), eviction)
-        self._conn.executemany(
-            "UPDATE counters SET value = value + ? WHERE name = ?",
-            [
-                (eviction.audit_truncated, "audit_truncated"),
-                (eviction.continuous, "evicted_continuous"),
-                (eviction.spot, "evicted_spot"),
-            ],
-        )
-        for state, n in eviction.by_state.items():
-            counts[state] -= n
-        return eviction
-
-    def _oldest_unsent(self, cadence: int, limit: int) -> list[tuple[int, int]]:
-        # "+state" keeps SQLite on the seq order of the table instead of the state index.
-        return self._conn.execute(
-            "SELECT seq, state FROM readings WHERE cadence = ? AND +state IN (0, 3) "
-            "ORDER BY seq LIMIT ?",
-            (cadence, limit),
-        ).fetchall()
-
-    def _delete(self, rows: Sequence[tuple[int, int]], eviction: Eviction) -> int:
-        seqs = [(seq,) for seq, _ in rows]
-        self._conn.executemany("DELETE FROM readings WHERE seq = ?", seqs)
-        self._conn.executemany("DELETE FROM bodies WHERE seq = ?", seqs)
-        for _, state in rows:
-            eviction.by_state[state] = eviction.by_state.get(state, 0) + 1
-        return len(rows)
-
     def _report_eviction(self, eviction: Eviction) -> None:
         self.counters["audit_truncated"] += eviction.audit_truncated
         self.counters["evicted_continuous"] += eviction.continuous
@@ -395,7 +333,7 @@ class OutboxStore:
                 (*states, cutoff_us, limit),
             ).fetchall()
             eviction = Eviction()
-            self._delete(rows, eviction)
+            delete_rows(self._conn, rows, eviction)
         for state, n in eviction.by_state.items():
             self.counts[state] -= n
         return len(rows)

@@ -148,3 +148,8 @@ async def test_a_sound_database_is_not_quarantined(tmp_path: Path) -> None:
     assert outbox.quarantined is None
     assert stats.quarantined is None
     assert stats.pending == 4
+
+
+async def test_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(OutboxError, match="does its directory exist"):
+        await Outbox.open(tmp_path / "no-such-dir" / "outbox.db")
