@@ -39,6 +39,9 @@ HR_MISSING_CODE: Final = 511
 FRAME_LEN: Final = 5
 FRAMES_PER_PACKET: Final = 25
 DF8_LEN: Final = 4
+# Status2 bits 6 and 4 are reserved in the 9560 spec and unnamed in the other models'
+# readers (serial-protocols.md §1.4); bits 3-0 differ by model and are not checked.
+DF8_STATUS2_RESERVED: Final = 0x50
 DF13_HEADER: Final = b"\x00\x02\x00\x0d"
 DF13_MIN_DATA: Final = 14
 # The 9560 spec calls the length "expandable"; nothing real comes near this, and a cap
@@ -158,6 +161,10 @@ class NoninDf8Decoder(Bit7Framer):
     @staticmethod
     def _decode_frame(frame: bytes) -> Sample | None:
         b1, hr_lsb, spo2_raw, status2 = frame
+        if status2 & DF8_STATUS2_RESERVED:
+            # No checksum: reserved bits set mean line noise, not a frame (a cheap guard
+            # that rejects most garbage that happens to have the right bit-7 pattern).
+            return None
         flags: list[str] = []
         named = ((5, OUT_OF_TRACK), (4, LOW_PERFUSION), (3, MARGINAL_PERFUSION), (2, ARTIFACT))
         flags.extend(name for bit, name in named if b1 >> bit & 1)
