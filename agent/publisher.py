@@ -142,6 +142,9 @@ class Publisher:
         self._progress = asyncio.Event()
         self._stop = asyncio.Event()
         self._rescan = False
+        self._idle = asyncio.Event()  # set while there is no connection
+        self._idle.set()
+        self._close_timeout_s = 5.0
         self._tls_context: HubTlsContext | None = None
         # After a connection died with messages in flight, send one message and wait for
         # its PUBACK before opening the window: Mosquitto 2.0.11 closes the connection
@@ -228,9 +231,13 @@ class Publisher:
         """Publish retained offline ("shutdown"), wait for its PUBACK (bounded), disconnect."""
         self._stop.set()
         self._wake.set()
-        link = self._link
-        if link is None or not link.is_connected:
-            return
+        self._close_timeout_s = timeout_s
+        # The connection's own task says goodbye (offline status, DISCONNECT); wait for it.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s + 3.0):
+                await self._idle.wait()
+
+    async def _goodbye(self, link: MqttLink, timeout_s: float) -> None:
         payload = offline_payload("shutdown", self._clock.now().utc)
         try:
             async with asyncio.timeout(timeout_s):
@@ -308,6 +315,7 @@ class Publisher:
             log.warning("broker connection failed (%s): %s", exc.kind, exc.detail)
             return exc.kind
         self._link = link
+        self._idle.clear()
         counters.reconnects += 1 if counters.connects else 0
         counters.connects += 1
         counters.connection = "online"
@@ -319,6 +327,7 @@ class Publisher:
         finally:
             self._link = None
             link.abort()
+            self._idle.set()
             await link.finish()
             counters.connection = "offline"
         log.warning("broker connection lost: %s", link.closed.result())
@@ -421,8 +430,12 @@ class Publisher:
         feeder = asyncio.create_task(self._feed(link), name="publisher-feed")
         acker = asyncio.create_task(self._ack_loop(), name="publisher-acks")
         try:
-            ends: set[asyncio.Future[Any]] = {feeder, link.closed}
+            stop = asyncio.ensure_future(self._stop.wait())
+            ends: set[asyncio.Future[Any]] = {feeder, link.closed, stop}
             await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if self._stop.is_set() and link.is_connected:
+                await self._goodbye(link, self._close_timeout_s)
         finally:
             feeder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
