@@ -67,6 +67,9 @@ RENAMED_KEYS: Final[dict[str, tuple[str, str]]] = {
     "patient.nhs_number": ("patient.id", "the hub carries an opaque patient id, not an NHS number"),
 }
 
+# Values never quoted back in a problem line (it is logged, and returned by remote reload).
+NOT_QUOTED: Final = frozenset({("patient", "id"), ("mqtt", "username")})
+_HIDDEN: Final = object()
 MAX_LISTED: Final = 50  # problems listed per validated model
 _QUOTE_MAX: Final = 40  # longer values are cut when quoted back
 _UNITS: Final = {"_s": "seconds", "_ms": "milliseconds", "_h": "hours"}
@@ -127,8 +130,13 @@ def format_validation_errors(
             pairs = error.get("ctx", {}).get("pairs", [])
             problems.extend(Problem((*prefix, *loc, key), message) for key, message in pairs)
             continue
-        message = _message(error, model, loc, source(prefix + loc))
-        problems.append(Problem(prefix + loc, message))
+        text = source(prefix + loc)
+        shown = error
+        if (prefix + loc)[:2] in NOT_QUOTED:
+            # Problem lines are logged and sent back on a remote reload: no patient data.
+            shown = {**error, "input": _HIDDEN}
+            text = None
+        problems.append(Problem(prefix + loc, _message(shown, model, loc, text)))
     return problems
 
 
@@ -161,6 +169,8 @@ def _message(  # noqa: PLR0911 - one return per kind of error reads best
 def _type_message(expected: str, value: object, text: str | None, field: FieldInfo | None) -> str:
     found = _show(value, text)
     hint = _example(field)
+    if expected == "text" and value is _HIDDEN:
+        return f"expected text, got {found}; put the value in quotes"
     if expected == "text" and isinstance(value, (int, float, bool)) and text is not None:
         read_as = "true/false" if isinstance(value, bool) else "a number"
         return f"expected text, got {found} (YAML reads it as {read_as}); quote it: '{text}'"
@@ -200,9 +210,15 @@ def _number(value: object) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def _shorten(text: str) -> str:
+    return text if len(text) <= _QUOTE_MAX else f"{text[: _QUOTE_MAX - 3]}..."
+
+
 def _show(value: object, text: str | None) -> str:
+    if value is _HIDDEN:
+        return "a value (not shown, as it may identify the patient)"
     if text is not None:
-        return f"`{text}`" if len(text) <= _QUOTE_MAX else f"`{text[: _QUOTE_MAX - 3]}...`"
+        return f"`{_shorten(text)}`"
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, (list, tuple)):
@@ -223,7 +239,7 @@ def _unit(loc: Loc) -> str:
 
 def unknown_key_message(model: type[BaseModel], loc: Loc) -> str:
     """Say that ``loc[-1]`` is unknown: renamed-key migration, or did-you-mean, or the list."""
-    key = str(loc[-1])
+    key = _shorten(str(loc[-1]))
     dotted = ".".join(str(part) for part in loc if isinstance(part, str))
     if dotted in RENAMED_KEYS:
         new, why = RENAMED_KEYS[dotted]

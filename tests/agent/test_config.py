@@ -232,3 +232,13 @@ def test_the_reference_documents_every_key_and_driver() -> None:
     undocumented = [key for key in _dotted_keys(Config, "") if f"`{key}`" not in doc]
     undocumented += [name for name in DRIVERS if f"`{name}`" not in doc]
     assert undocumented == [], "add these to docs/config.md"
+
+
+def test_problem_lines_never_quote_the_patient_id(base_path: Path) -> None:
+    # Problem lines are logged at ERROR and returned by a remote reload.
+    for bad_id in ["9434765919", "[9434765919]", "'" + "9434765919" * 20 + "'"]:
+        text = base_path.read_text().replace("id: patient-7f3a", f"id: {bad_id}")
+        with pytest.raises(ConfigError) as caught:
+            load_config_text(text)
+        assert caught.value.problems[0].startswith("<string>:5 patient.id: ")
+        assert "9434765919" not in "\n".join(caught.value.problems)
