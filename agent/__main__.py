@@ -64,9 +64,12 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from agent.signals import EarlySignals
+
+    early = EarlySignals()  # before the heavy imports below: systemd may stop us mid-start
     from agent.app import run_main
 
-    return run_main(args.config)
+    return run_main(args.config, early)
 
 
 def _demo(args: argparse.Namespace) -> int:

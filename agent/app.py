@@ -32,6 +32,7 @@ from agent.readings import PatientBinding
 from agent.receipts import ReceiptHandler
 from agent.requests import LogLevelOverride, RequestHandler
 from agent.sdnotify import Notifier, watchdog_loop
+from agent.signals import EarlySignals
 from agent.supervise import Backoff, supervise_driver
 from drivers import DRIVERS
 from drivers.base import CaptureResult, DriverContext
@@ -343,15 +344,18 @@ def configure_logging(level: str) -> None:
     )
 
 
-async def _serve(runtime: Runtime) -> int:
+async def _serve(runtime: Runtime, early: EarlySignals) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runtime.request_stop)
+    if early.received:
+        runtime.request_stop()
     return await runtime.run()
 
 
-def run_main(config_path: str) -> int:
+def run_main(config_path: str, early: EarlySignals | None = None) -> int:
     """``wardlink run -c FILE``: exit 0 on SIGTERM, 78 on a config error."""
+    early = early or EarlySignals()  # a stop during start-up is still a clean stop (exit 0)
     path = Path(config_path)
     try:
         config = load_config(path)
@@ -366,7 +370,7 @@ def run_main(config_path: str) -> int:
     configure_logging(config.logging.level)
     log.info("wardlink %s starting (pid %d)", __version__, os.getpid())
     try:
-        return asyncio.run(_serve(Runtime(config, config_path=path)))
+        return asyncio.run(_serve(Runtime(config, config_path=path), early))
     except OutboxError as exc:
         log.critical("outbox unusable: %s", exc)
         return 74  # EX_IOERR: systemd restarts us; the outbox may be on a failing card
