@@ -156,7 +156,10 @@ def _message(  # noqa: PLR0911 - one return per kind of error reads best
         return _type_message(_TYPE_WORDS[kind], error["input"], text, _field(model, loc))
     if kind in _BOUNDS:
         bound = _BOUNDS[kind].format(**{k: _number(v) for k, v in ctx.items()})
-        return f"{_show(error['input'], text)} is out of range; must be {bound}{_unit(loc)}"
+        unit = _unit(loc)
+        if unit and bound.endswith(" 1"):
+            unit = unit.removesuffix("s")  # "at least 1 second"
+        return f"{_show(error['input'], text)} is out of range; must be {bound}{unit}"
     if kind == "finite_number":
         return "must be a finite number, such as 60"
     if kind == "literal_error":

@@ -242,3 +242,14 @@ def test_problem_lines_never_quote_the_patient_id(base_path: Path) -> None:
             load_config_text(text)
         assert caught.value.problems[0].startswith("<string>:5 patient.id: ")
         assert "9434765919" not in "\n".join(caught.value.problems)
+
+
+def test_risky_but_valid_settings_are_warned_about(base_path: Path) -> None:
+    text = base_path.read_text().split("devices:")[0]
+    text = text.replace(f"  path: {base_path.parent}/outbox.db", "  path: outbox.db")
+    text = text.replace("  tls:\n", '  protocol: "3.1.1"\n  tls:\n')
+    assert config_warnings(load_config_text(text)) == [
+        "mqtt.protocol is 3.1.1: the broker cannot report a refused reading; use 5",
+        "no devices are configured: this hub will send no readings",
+        "relative paths are read from the working directory (/ under systemd): outbox.db",
+    ]

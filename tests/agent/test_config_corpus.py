@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import pytest
 
@@ -26,9 +26,6 @@ from tests.agent.config_cases.runner import (
     prepare,
     problems_of,
 )
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 CASES = case_paths()
 ROOT = CASES_DIR.parents[2]
@@ -187,3 +184,12 @@ def test_check_config_process_on_a_missing_file(tmp_path: Path) -> None:
         f"{missing}: file not found; check the path",
         f"{missing}: 1 problem; wardlink will not start with this file",
     ]
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux /proc")
+def test_a_file_that_cannot_be_read_is_reported(tmp_path: Path) -> None:
+    # Tests run as root, so permissions cannot make a file unreadable; /proc/self/mem
+    # is a regular file whose read fails (EIO) for root too.
+    link = tmp_path / "wardlink.yaml"
+    link.symlink_to("/proc/self/mem")
+    assert problems_of(link) == [f"{link}: cannot be read: Input/output error"]
