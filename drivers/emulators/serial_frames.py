@@ -175,8 +175,8 @@ STREAMS: Final[dict[str, StreamFormat]] = {
 def corrupt(protocol: str, unit: bytes) -> bytes:
     """A unit damaged the way the line damages it, so that no decoder may accept it.
 
-    Checksummed formats get a wrong checksum; ASCII lines a non-ASCII byte; the rest
-    (no checksum) lose a byte, which their framing must notice.
+    Checksummed formats get a wrong checksum; ASCII lines a noise byte inside the SpO2
+    value; the rest (no checksum) lose a byte, which their framing must notice.
     """
     data = bytearray(unit)
     if protocol in ("nonin-df2", "nonin-df7"):
@@ -184,7 +184,8 @@ def corrupt(protocol: str, unit: bytes) -> bytes:
     elif protocol == "nonin-df13":
         data[-2] ^= 0x5A
     elif protocol in ("nonin-ascii", "masimo-ascii"):
-        data[3:3] = b"\xff"
+        cut = data.find(b"SPO2=") + 6  # noise inside the SpO2 value
+        data[cut:cut] = b"\xff"
     else:
         del data[2]
     return bytes(data)

@@ -377,3 +377,17 @@ def test_registry_link_settings_follow_the_document() -> None:
     assert PROTOCOLS["contec-v7"].init_commands == (bytes.fromhex("7d81a1808080808080"),)
     assert PROTOCOLS["contec-v7"].keepalive_command == bytes.fromhex("7d81af808080808080")
     assert PROTOCOLS["nonin-df8"].init_commands == (bytes.fromhex("027002020803"),)
+
+
+def test_ascii_noise_before_a_record_costs_nothing_noise_inside_a_value_drops_it() -> None:
+    decoder = NoninAsciiDecoder()
+    samples = decoder.feed(
+        b"\x93\x07\xfeSPO2=097 HR=072\r\n"  # noise glued to the front
+        b"SPO2=0\xfe97 HR=072\r\n"  # noise inside the SpO2 value
+        b"SPO2=0597 HR=072\r\n"  # a printable digit glued into the value
+    )
+    assert [(s.spo2, s.pulse_rate) for s in samples] == [(97, 72)]
+    assert decoder.stats.bad_frames == 2
+    masimo = MasimoAsciiDecoder()
+    assert masimo.feed(b"\x81\x82" + RAD8)[0].spo2 == 98
+    assert masimo.feed(RAD8.replace(b"SPO2=098", b"SPO2=0\x8198")) == []

@@ -184,13 +184,28 @@ class LineFramer(Framer):
     def _extract(self) -> list[Sample]:
         out: list[Sample] = []
         for line in split_lines(self._buf, self.stats):
-            sample = self._decode_line(line)
+            clean = _after_last_noise(line)
+            self.stats.bytes_skipped += len(line) - len(clean)
+            sample = self._decode_line(clean)
             if sample is not None:
                 out.append(sample)
         return out
 
     def _decode_line(self, line: bytes) -> Sample | None:
         raise NotImplementedError
+
+
+def _after_last_noise(line: bytes) -> bytes:
+    """The part of a line after its last non-printable byte.
+
+    Line noise glued to the front of a record must not cost the record; any field
+    after the last noise byte is intact, and a field cut by noise loses its key, so it
+    can never be read as another value.
+    """
+    for index in range(len(line) - 1, -1, -1):
+        if not 0x20 <= line[index] <= 0x7E:  # noqa: PLR2004 - printable ASCII
+            return line[index + 1 :]
+    return line
 
 
 def split_lines(buf: ByteBuffer, stats: DecoderStats) -> list[bytes]:

@@ -259,8 +259,10 @@ class NoninDf13Decoder(Framer):
         )
 
 
-_ASCII_SPO2 = re.compile(rb"SPO2=\s*(\d{1,3}|-+)")
-_ASCII_HR = re.compile(rb"\bHR=\s*(\d{1,3}|-+)")
+# A value ends at a space, the event/breath/fast marks or the end of the line: a
+# digit glued on by noise makes the field unreadable rather than another number.
+_ASCII_SPO2 = re.compile(rb"SPO2=\s*(\d{1,3}|-+)(?=[\s*]|$)")
+_ASCII_HR = re.compile(rb"\bHR=\s*(\d{1,3}|-+)(?=[\s*]|$)")
 MAX_PULSE_RATE: Final = 511
 MAX_SPO2: Final = 100
 
