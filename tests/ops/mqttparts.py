@@ -203,6 +203,11 @@ class Requester:
         info = self.client.publish(topic, payload, qos=1, retain=retain, properties=props)
         info.wait_for_publish(10)
 
+    def clear(self) -> None:
+        """Forget the responses so far."""
+        with self._lock:
+            self.responses.clear()
+
     def snapshot(self) -> list[tuple[str, dict[str, Any], bytes | None]]:
         """The responses so far."""
         with self._lock:
