@@ -8,6 +8,7 @@ real ones: drivers, ``Outbox.requeue_rejected``, ``Publisher.flush``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,7 @@ class LabControl:
         self.rejected: set[int] = {3, 5, 8}
         self.pending: set[int] = {1, 2, 4}
         self.fail_requeue = False
+        self.flush_gate: asyncio.Event | None = None  # set: flush waits for it
 
     def info(self) -> dict[str, Any]:
         return {"hub": self.config.hub.id, "devices": [{"id": d} for d in self.devices]}
@@ -97,4 +99,6 @@ class LabControl:
         self.log_override.apply(level, duration_s)
 
     async def flush(self) -> dict[str, Any]:
+        if self.flush_gate is not None:
+            await self.flush_gate.wait()
         return {"pending": len(self.pending)}

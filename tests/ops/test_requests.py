@@ -224,3 +224,20 @@ async def test_a_retained_request_is_never_run(broker: MosquittoBroker, topic_pr
         await stack.handler.aclose()
         await stack.link.stop()
         stack.requester.close()
+
+
+async def test_a_flood_of_requests_is_bounded_and_counted(stack: Stack) -> None:
+    stack.handler._max_queued = 2
+    stack.control.flush_gate = asyncio.Event()
+    for index in range(5):
+        stack.requester.send(f"{stack.base}/request/flush", {}, correlation=f"f{index}".encode())
+    deadline = asyncio.get_running_loop().time() + 10
+    while stack.handler.counters.get("busy", 0) < 3:
+        assert asyncio.get_running_loop().time() < deadline, stack.handler.counters
+        await asyncio.sleep(0.02)
+    stack.control.flush_gate.set()
+    answered = await stack.requester.wait_count(2)
+    assert sorted(c or b"" for _, _, c in answered) == [b"f0", b"f1"]
+    _, after, _ = await stack.ask("ping", {})
+    assert after["status"] == "ok"
+    assert stack.handler.counters["busy"] == 3
