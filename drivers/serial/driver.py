@@ -17,7 +17,7 @@ import logging
 from typing import TYPE_CHECKING, Final
 
 from agent import __version__
-from agent.errors import PermanentDeviceError, TransientDeviceError
+from agent.errors import OutboxError, PermanentDeviceError, TransientDeviceError
 from agent.readings import Cadence, DeviceIdentity, Kind, Quantity, Reading, make_reading
 from drivers.base import DeviceState
 from drivers.serial.aggregate import Interval, IntervalAggregator
@@ -39,6 +39,8 @@ DRIVER_VERSION: Final = f"wardlink-serial-oximeter/{__version__}"
 # Contec V7 stops streaming when it loses the host; if no byte arrives for this long,
 # the init commands (start real-time data) are sent again (serial-protocols.md §2.2).
 RESEND_INIT_AFTER_S: Final = 10.0
+# At shutdown the open interval is captured if the outbox answers within this.
+STOP_FLUSH_TIMEOUT_S: Final = 2.0
 
 
 class SerialOximeterDriver:
@@ -75,8 +77,25 @@ class SerialOximeterDriver:
             while True:
                 lost = await self._pump()
                 await self._handle_loss(lost)
+        except asyncio.CancelledError:
+            await self._flush_on_stop()
+            raise
         finally:
             await self.close()
+
+    async def _flush_on_stop(self) -> None:
+        """On shutdown, store the open interval's samples rather than drop them."""
+        self._pending.extend(self._aggregator.flush(truncated=True))
+        count = len(self._pending)
+        if not count or self._fatal is not None:
+            return
+        try:
+            async with asyncio.timeout(STOP_FLUSH_TIMEOUT_S):
+                await asyncio.shield(self._capture_pending())
+        except (TimeoutError, OutboxError) as exc:
+            # Shutting down with the outbox gone or stuck: say so, counted, never silent.
+            _LOG.warning("%s: %d readings not stored at stop (%s)", self.name, count, exc)
+            self._ctx.reporter.count("readings_lost_at_stop", count)
 
     async def close(self) -> None:
         """Close the port. Safe to call twice."""

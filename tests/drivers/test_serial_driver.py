@@ -221,3 +221,17 @@ async def test_wrong_serial_number_is_rejected_and_nothing_stored(tmp_path: Path
             await asyncio.wait_for(r.driver_task, timeout=5)
         assert await r.readings() == []
     assert r.reporter.last_state is DeviceState.ERROR
+
+
+async def test_stopping_the_driver_stores_the_open_interval(tmp_path: Path) -> None:
+    device = PtySerialDevice("contec-v7", link=tmp_path / "link")
+    async with rig(tmp_path, "contec-v7", device=device, interval_s=30) as r:
+        await asyncio.sleep(0.8)  # well inside the first 30 s interval
+        assert await r.readings() == []
+        r.driver_task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await r.driver_task
+        rows = await r.readings()
+    assert len(rows) == 1
+    assert "interval_truncated" in rows[0].reading.status
+    assert int(rows[0].reading.extra["samples"]) >= 20
