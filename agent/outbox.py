@@ -4,9 +4,11 @@ Store, then acknowledge; publish, then delete (STYLE.md 4). SQLite in WAL mode w
 synchronous=FULL, one connection owned by one single-thread executor; everything here is
 async and never touches SQLite on the event loop.
 
-Group commit: ``capture()`` queues its readings and waits; one writer task drains the
-queue into ONE transaction, so captures arriving while a COMMIT runs share the next one.
-Each ``capture()`` returns only after the COMMIT that holds its readings returned.
+Group commit: ``capture()`` (and ``mark_sent``/``mark_rejected``/``mark_delivered``/
+``requeue_rejected``) queue their write and wait; one writer task drains the queue into ONE
+transaction, so writes arriving while a COMMIT runs share the next one. Each call returns
+only after the COMMIT that holds its write returned; if that COMMIT fails (disk full, I/O
+error) every caller sharing it gets OutboxError and nothing of theirs was stored.
 
 Row life: pending -> sent (PUBACK < 0x80) -> delivered (backend receipt, when receipts
 are on); pending -> rejected (PUBACK >= 0x80; kept, never deleted by age; ``requeue_rejected``
@@ -395,6 +397,6 @@ class Outbox:
 def _fail(done: asyncio.Future[tuple[int, int]], exc: BaseException) -> None:
     if done.done():
         return  # the caller was cancelled; its readings were not acknowledged to anyone
-    error = OutboxError(f"readings not stored: {exc}")
+    error = OutboxError(f"nothing of this write was committed: {exc}")
     error.__cause__ = exc
     done.set_exception(error)

@@ -96,7 +96,7 @@ def decode_context(text: str) -> ReadingContext:
 
 def _id_form_key(reading: Reading) -> str:
     # Must match agent.readings.natural_key_for for a sample with no device record id.
-    return f"{reading.device.device_id}:{reading.kind.value}:id:{reading.reading_id}"
+    return f"{reading.device.device_id}:{reading.kind}:id:{reading.reading_id}"
 
 
 def _natural_key_hash(reading: Reading, is_id_form: bool, received_us: int | str) -> bytes:
@@ -134,13 +134,16 @@ def _encode_body(reading: Reading, is_id_form: bool, received_field: int | str) 
     same_moment = effective is received or (
         effective == received and effective.utcoffset() == received.utcoffset()
     )
+    # Kind and TimeSource are StrEnums: JSON writes them as their plain string values.
     fields: list[Any] = [
-        reading.kind.value,
+        reading.kind,
         [[q.name, q.value, q.unit, q.special] for q in reading.values],
         received_field,
         reading.received.monotonic_ns,
         reading.received.clock_synced,
-        reading.time_source.value,
+        reading.time_source,
+    ]
+    tail: list[Any] = [
         None if same_moment else _utc_field(effective),
         None if is_id_form else reading.natural_key,
         reading.device_time,
@@ -150,9 +153,10 @@ def _encode_body(reading: Reading, is_id_form: bool, received_field: int | str) 
         reading.status,
         reading.extra,
     ]
-    # Trailing empty fields are implied (most stream samples end in seven of them).
-    while len(fields) > _REQUIRED_FIELDS and fields[-1] in (None, (), {}):
-        fields.pop()
+    # Trailing empty fields are implied (a plain stream sample has no tail at all).
+    while tail and (tail[-1] is None or tail[-1] in ((), {})):
+        tail.pop()
+    fields += tail
     return _ENCODER.encode(fields)
 
 
