@@ -116,6 +116,11 @@ class PtySerialDevice:
         return self.link if self.link is not None else Path(self.path)
 
     @property
+    def units_per_s(self) -> float:
+        """The device's real unit rate (before ``speed``)."""
+        return self._format.units_per_s
+
+    @property
     def is_plugged(self) -> bool:
         """Whether the pty exists."""
         return self._master is not None

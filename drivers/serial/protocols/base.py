@@ -186,7 +186,12 @@ class LineFramer(Framer):
         for line in split_lines(self._buf, self.stats):
             clean = _after_last_noise(line)
             self.stats.bytes_skipped += len(line) - len(clean)
+            bad_before, other_before = self.stats.bad_frames, self.stats.other_packets
             sample = self._decode_line(clean)
+            if sample is None and len(clean) < len(line) and self.stats.bad_frames == bad_before:
+                # Noise cut this line's record down to a fragment: a bad line, not a header.
+                self.stats.other_packets = other_before
+                self.stats.bad_frames += 1
             if sample is not None:
                 out.append(sample)
         return out
