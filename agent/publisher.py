@@ -46,11 +46,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+FLUSH_POLL_S: Final = 0.25
 FAILURE: Final = 0x80
 NO_SUBSCRIBERS: Final = 0x10
-# Rows fetched per outbox query: several messages' worth, so one reading per message does
-# not mean one SQLite query per message.
-MIN_PAGE_READINGS: Final = 500
+# Rows fetched per outbox query: many messages' worth, so one reading per message does
+# not mean one SQLite query per message (a page is at most a few MB in memory).
+PAGE_READINGS: Final = 2000
 # Connection failures that retrying soon cannot fix: wait the maximum backoff.
 PERMANENT_KINDS: Final = frozenset({"tls_error", "auth_error", "config_error"})
 
@@ -223,8 +224,11 @@ class Publisher:
             self._progress.clear()
             if (await self._outbox.stats()).pending == 0:
                 return
+            # stats() counts rows; asking after every PUBACK would compete with the
+            # drain for the outbox's one connection. Check on progress, at most 4x/s.
+            await asyncio.sleep(FLUSH_POLL_S)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.5):
+                async with asyncio.timeout(1.0):
                     await self._progress.wait()
 
     async def close(self, timeout_s: float = 5.0) -> None:
@@ -466,22 +470,41 @@ class Publisher:
                 handler(topic, payload, props)
 
     async def _feed(self, link: MqttLink) -> None:
-        """Publish pending rows in seq order, at most ``inflight_window`` messages unacked."""
+        """Publish pending rows in seq order, at most ``inflight_window`` messages unacked.
+
+        While one page is being published the next is already being read, so outbox
+        latency (a group commit, a busy SD card) overlaps with the network.
+        """
         after_seq = 0
-        page = max(MIN_PAGE_READINGS, self._cfg.batch_size)
-        while True:
-            self._wake.clear()
-            if self._rescan:
-                after_seq, self._rescan = 0, False
-            rows = await self._outbox.pending_batch(after_seq=after_seq, limit=page)
-            if not rows:
-                await self._wake.wait()
-                continue
-            for start in range(0, len(rows), self._cfg.batch_size):
-                chunk = rows[start : start + self._cfg.batch_size]
-                if not await self._publish_batch(link, chunk):
-                    return
-            after_seq = rows[-1].seq
+        prefetch: asyncio.Task[list[StoredReading]] | None = None
+        try:
+            while True:
+                if prefetch is None:
+                    self._wake.clear()
+                    if self._rescan:
+                        after_seq, self._rescan = 0, False
+                    rows = await self._outbox.pending_batch(
+                        after_seq=after_seq, limit=PAGE_READINGS
+                    )
+                else:
+                    rows, prefetch = await prefetch, None
+                if not rows:
+                    await self._wake.wait()
+                    continue
+                after_seq = rows[-1].seq
+                if len(rows) == PAGE_READINGS and not self._rescan:
+                    prefetch = asyncio.create_task(
+                        self._outbox.pending_batch(after_seq=after_seq, limit=PAGE_READINGS)
+                    )
+                for start in range(0, len(rows), self._cfg.batch_size):
+                    chunk = rows[start : start + self._cfg.batch_size]
+                    if not await self._publish_batch(link, chunk):
+                        return
+        finally:
+            if prefetch is not None:
+                prefetch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await prefetch
 
     async def _publish_batch(self, link: MqttLink, rows: Sequence[StoredReading]) -> bool:
         """Publish one message of rows; False when the connection can take no more."""
