@@ -87,6 +87,16 @@ def _advice(exc: sqlite3.Error) -> str:
     return "see the SQLite error"
 
 
+def _without_seen(group: Sequence[EncodedReading], seen: set[bytes]) -> list[EncodedReading]:
+    """Readings of ``group`` whose key is not in ``seen``; adds the kept keys to ``seen``."""
+    fresh: list[EncodedReading] = []
+    for enc in group:
+        if enc.natural_key_hash not in seen:
+            seen.add(enc.natural_key_hash)
+            fresh.append(enc)
+    return fresh
+
+
 class OutboxStore:
     """One SQLite connection and the in-memory view of its counts."""
 
@@ -205,8 +215,8 @@ class OutboxStore:
         new_contexts: dict[str, int] = {}
         results: list[tuple[int, int]] = []
         counts = dict(self.counts)
-        duplicates = 0
         with self._transaction("write"):
+            seen = self._known_keys(ops)
             first_seq = next_seq = self.last_seq() + 1
             for op in ops:
                 if isinstance(op, StateChange):
@@ -217,26 +227,21 @@ class OutboxStore:
                     counts[op.to_state] += changed
                     results.append((changed, 0))
                     continue
-                fresh = self._without_known(op)
+                fresh = _without_seen(op, seen)
                 self._insert(fresh, next_seq, new_contexts)
                 next_seq += len(fresh)
                 counts[PENDING] += len(fresh)
                 results.append((len(fresh), len(op) - len(fresh)))
-                duplicates += len(op) - len(fresh)
             # Only new rows can overflow the capacity; a state change never evicts.
-            eviction = (
-                make_room(self._conn, counts, self.capacity_readings)
-                if next_seq > first_seq
-                else None
-            )
+            eviction = None
+            if next_seq > first_seq:
+                eviction = make_room(self._conn, counts, self.capacity_readings)
         for body, context_id in new_contexts.items():
             self._context_ids[body] = context_id
             self._contexts[context_id] = decode_context(body)
         self.counts = counts
         self.duplicates_total += sum(
-            dups
-            for op, (_, dups) in zip(ops, results, strict=True)
-            if not isinstance(op, StateChange)
+            dups for op, (_, dups) in zip(ops, results, strict=True) if isinstance(op, list)
         )
         if eviction is not None:
             self._report_eviction(eviction)
@@ -261,30 +266,25 @@ class OutboxStore:
             [(seq, enc.natural_key_hash, enc.body) for seq, enc in zip(seqs, fresh, strict=True)],
         )
 
-    def _without_known(self, group: Sequence[EncodedReading]) -> list[EncodedReading]:
-        """Drop readings whose natural key is stored already or repeats within ``group``.
+    def _known_keys(self, ops: Sequence[Write]) -> set[bytes]:
+        """The natural keys of this batch that are stored already (one look-up per 500).
 
         Checked before inserting (not INSERT OR IGNORE): an ignored insert still uses up
         an AUTOINCREMENT seq, and the backend would read that gap as a lost reading.
         """
-        keys = [enc.natural_key_hash for enc in group]
-        seen: set[bytes] = set()
+        keys = [enc.natural_key_hash for op in ops if isinstance(op, list) for enc in op]
+        known: set[bytes] = set()
         for start in range(0, len(keys), _LOOKUP_CHUNK):
             chunk = keys[start : start + _LOOKUP_CHUNK]
             marks = ",".join("?" * len(chunk))
-            seen.update(
+            known.update(
                 row[0]
                 for row in self._conn.execute(
                     f"SELECT natural_key FROM bodies WHERE natural_key IN ({marks})",  # noqa: S608
                     chunk,
                 )
             )
-        fresh: list[EncodedReading] = []
-        for enc in group:
-            if enc.natural_key_hash not in seen:
-                seen.add(enc.natural_key_hash)
-                fresh.append(enc)
-        return fresh
+        return known
 
     def _context_id(self, body: str, new_contexts: dict[str, int]) -> int:
         known = self._context_ids.get(body)

@@ -254,3 +254,19 @@ async def test_unusual_times_and_specials_round_trip_exactly(tmp_path: Path) -> 
     assert back.values[1] == odd.values[1]
     assert back.values[0].value != back.values[0].value  # NaN stays NaN
     assert replace(back, values=()) == replace(odd, values=())
+
+
+async def test_the_same_record_from_two_callers_in_one_commit_is_stored_once(
+    tmp_path: Path,
+) -> None:
+    outbox = await Outbox.open(tmp_path / "outbox.db", group_commit_s=0.05)
+    first, second = await asyncio.gather(
+        outbox.capture([bp_record(9)]), outbox.capture([bp_record(9, offset_s=1)])
+    )
+    stats = await outbox.stats()
+    await outbox.close()
+    assert ((first.stored, first.duplicates), (second.stored, second.duplicates)) == (
+        (1, 0),
+        (0, 1),
+    )
+    assert (stats.commits, stats.pending, stats.last_seq) == (1, 1, 1)

@@ -144,6 +144,8 @@ async def _capture_then_kill(db: Path, trial: int, lines_before_kill: int) -> se
     return acknowledged
 
 
+# ~0.4 s per trial idle (a Python start-up each); the margin is for a loaded CI machine.
+@pytest.mark.timeout(120)
 async def test_every_acknowledged_reading_survives_kill_9(tmp_path: Path) -> None:
     db = tmp_path / "outbox.db"
     rng = random.Random(20261127)
