@@ -94,11 +94,17 @@ class MqttLink:
             # paho's own connect_timeout ends the thread; this bound only guards the loop.
             await asyncio.wait_for(asyncio.shield(worker), thread_timeout_s + 1.0)
         except BaseException:
-            worker.add_done_callback(lambda _f: self.abort())
+            worker.add_done_callback(self._abandoned)
             raise
         self._attach()
         self._misc_task = asyncio.create_task(self._misc(), name="mqtt-misc")
         return await self._connack
+
+    def _abandoned(self, worker: asyncio.Future[Any]) -> None:
+        # The connect thread finished after we gave up on it: close whatever it opened.
+        if not worker.cancelled():
+            worker.exception()  # retrieved, so asyncio does not log it as lost
+        self.abort()
 
     def _attach(self) -> None:
         self._attached = True

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 from typing import TYPE_CHECKING
 
 import pytest
@@ -242,4 +245,37 @@ async def test_mqtt_311_still_delivers_and_warns_that_denials_are_invisible(
         await eventually(lambda: wanted <= set(reading_ids(sub.messages())))
     assert (await outbox.stats()).sent == 5
     assert any("3.1.1" in r.message and r.levelname == "WARNING" for r in caplog.records)
+    await outbox.close()
+
+
+@pytest.mark.slow  # bounded below by MQTT keepalive: >= 2 x keepalive_s (5 s minimum)
+async def test_frozen_broker_is_detected_by_keepalive_and_nothing_is_lost(
+    private_broker: MosquittoBroker, topic_prefix: str, tmp_path: Path
+) -> None:
+    private_broker.start()
+    assert private_broker.process is not None
+    config = make_config(
+        private_broker.host,
+        private_broker.port,
+        topic_prefix,
+        tmp_path,
+        keepalive_s=5,
+        connect_timeout_s=2.0,
+    )
+    outbox = await Outbox.open(config.storage.path)
+    publisher, health = build(config, outbox)
+    async with running(publisher):
+        await eventually(lambda: publisher.is_connected)
+        # A half-open link: the broker is alive to TCP but answers nothing (SIGSTOP).
+        os.kill(private_broker.process.pid, signal.SIGSTOP)
+        try:
+            await outbox.capture(make_readings(5))
+            publisher.notify_new_readings()
+            await eventually(lambda: not publisher.is_connected, timeout_s=20)
+            assert health.publish.connection != "online"
+        finally:
+            os.kill(private_broker.process.pid, signal.SIGCONT)
+        await asyncio.wait_for(publisher.flush(), 20)
+    assert (await outbox.stats()).sent == 5
+    assert health.publish.reconnects >= 1
     await outbox.close()
