@@ -39,6 +39,11 @@ DRIVER_VERSION: Final = f"wardlink-serial-oximeter/{__version__}"
 # Contec V7 stops streaming when it loses the host; if no byte arrives for this long,
 # the init commands (start real-time data) are sent again (serial-protocols.md §2.2).
 RESEND_INIT_AFTER_S: Final = 10.0
+# A session shorter than this counts as a rapid loss; this many in a row go to the
+# supervisor's backoff instead of reopening at once (a port that opens then fails at
+# once, e.g. a flaky adapter, must not become a hot loop).
+MIN_SESSION_S: Final = 1.0
+MAX_RAPID_LOSSES: Final = 3
 # At shutdown the open interval is captured if the outbox answers within this.
 STOP_FLUSH_TIMEOUT_S: Final = 2.0
 
@@ -62,6 +67,8 @@ class SerialOximeterDriver:
         self._transport: SerialTransport | None = None
         self._next_keepalive_s = 0.0
         self._last_data_s = 0.0
+        self._opened_at_s = 0.0
+        self._rapid_losses = 0
         self._identity = DeviceIdentity(
             device_id=settings.id,
             driver="serial-oximeter",
@@ -142,6 +149,7 @@ class SerialOximeterDriver:
         await transport.open()
         self._transport = transport
         now = asyncio.get_running_loop().time()
+        self._opened_at_s = now
         self._last_data_s = now
         self._next_keepalive_s = now + self._spec.keepalive_period_s
         self._send_init()
@@ -204,6 +212,12 @@ class SerialOximeterDriver:
         self._decoder.reset()
         self._ctx.reporter.set_state(DeviceState.DISCONNECTED, str(lost))
         _LOG.warning("%s: %s; waiting for the port to return", self.name, lost)
+        session_s = asyncio.get_running_loop().time() - self._opened_at_s
+        self._rapid_losses = self._rapid_losses + 1 if session_s < MIN_SESSION_S else 0
+        if self._rapid_losses >= MAX_RAPID_LOSSES:
+            raise TransientDeviceError(f"{lost} ({self._rapid_losses} times in a row)") from lost
+        if self._rapid_losses:
+            await asyncio.sleep(PORT_POLL_S)
         await self._reopen()
 
     # --- callbacks from the transport (run in the loop, never block) ------------------

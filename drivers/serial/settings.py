@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from drivers.base import DeviceSettings
 from drivers.serial.protocols import ProtocolId
+
+SPOT_EXPECTED_INTERVAL_S = 86_400.0
 
 
 class SerialOximeterSettings(DeviceSettings):
@@ -42,6 +44,15 @@ class SerialOximeterSettings(DeviceSettings):
     reopen_wait_s: float = Field(
         default=5.0, ge=0, le=60, description="how long to wait for an unplugged port to return"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spot_devices_are_quiet(cls, data: object) -> object:
+        # A DF13 spot-check oximeter is silent between measurements (often a day):
+        # 30 s of silence is normal for it, not "not seen".
+        if isinstance(data, dict) and data.get("protocol") == "nonin-df13":
+            return {"expected_interval_s": SPOT_EXPECTED_INTERVAL_S} | data
+        return data
 
     @field_validator("port")
     @classmethod

@@ -235,3 +235,24 @@ async def test_stopping_the_driver_stores_the_open_interval(tmp_path: Path) -> N
     assert len(rows) == 1
     assert "interval_truncated" in rows[0].reading.status
     assert int(rows[0].reading.extra["samples"]) >= 20
+
+
+async def test_a_port_that_keeps_dropping_goes_to_the_supervisor_not_a_hot_loop(
+    tmp_path: Path,
+) -> None:
+    device = PtySerialDevice("nonin-df8", link=tmp_path / "flaky", speed=10)
+
+    async def flap() -> None:  # a flaky adapter: the port vanishes moments after each open
+        while True:
+            await asyncio.sleep(0.15)
+            device.replug()
+
+    async with rig(tmp_path, "nonin-df8", device=device) as r:
+        flapper = asyncio.create_task(flap())
+        try:
+            with pytest.raises(TransientDeviceError, match="3 times in a row"):
+                await asyncio.wait_for(r.driver_task, timeout=10)
+        finally:
+            flapper.cancel()
+    opens = [s for s, _ in r.reporter.states if s is DeviceState.CONNECTED]
+    assert 3 <= len(opens) <= 4
