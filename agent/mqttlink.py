@@ -16,23 +16,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
+import ssl
 from typing import TYPE_CHECKING, Any, Final
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
-from agent.errors import PublishError
+from agent.errors import PublishError, TlsConfigError
+from agent.tlsconfig import HubTlsContext, build_ssl_context
+from agent.topics import AUTH_REFUSALS, offline_payload, reason_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     from paho.mqtt.client import SocketLike
-    from paho.mqtt.properties import Properties
     from paho.mqtt.reasoncodes import ReasonCode
+
+    from agent.config import MqttConfig
 
 log = logging.getLogger(__name__)
 
+FAILURE: Final = 0x80  # MQTT 5: reason codes from 0x80 up are failures
 MISC_INTERVAL_S: Final = 1.0  # paho's own loop calls loop_misc about once a second
 
 
@@ -222,3 +232,134 @@ class MqttLink:
             self._misc_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._misc_task
+
+
+class ConnectFailedError(PublishError):
+    """One connection attempt failed; ``kind`` is what health reports."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        """Keep the kind (for backoff and health) apart from the human detail."""
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+def new_properties(packet_type: int) -> Properties:
+    """An empty paho property set for ``packet_type`` (typed wrapper)."""
+    return Properties(packet_type)  # type: ignore[no-untyped-call]  # paho leaves it untyped
+
+
+class _PackedProperties(Properties):
+    """PUBLISH properties packed once: paho's ``pack`` costs more than the publish itself."""
+
+    _packed: bytes | None = None
+
+    def pack(self) -> bytes:
+        """The wire form, computed on first use (the object is never changed after)."""
+        packed = self._packed
+        if packed is None:
+            packed = bytes(super().pack())  # type: ignore[no-untyped-call]
+            object.__setattr__(self, "_packed", packed)  # past paho's __setattr__ checks
+        return packed
+
+
+@functools.lru_cache(maxsize=64)
+def publish_properties(
+    content_type: str, user_properties: tuple[tuple[str, str], ...]
+) -> Properties:
+    """Properties for a readings message, shared by every message alike."""
+    props = _PackedProperties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.ContentType = content_type
+    if user_properties:
+        props.UserProperty = list(user_properties)
+    return props
+
+
+def _make_client(
+    cfg: MqttConfig, client_id: str, will_topic: str, context: HubTlsContext | None
+) -> mqtt.Client:
+    """A fresh paho client: protocol, last will, TLS or the explicit plaintext opt-in, login.
+
+    Raises:
+        TlsConfigError: TLS files unusable, plaintext not allowed, password unreadable.
+    """
+    mqtt5 = cfg.protocol == "5"
+    protocol = MQTTProtocolVersion.MQTTv5 if mqtt5 else MQTTProtocolVersion.MQTTv311
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
+    client.connect_timeout = cfg.connect_timeout_s
+    # Our own window bounds in-flight messages; paho must never queue behind it.
+    client.max_inflight_messages_set(0)
+    client.max_queued_messages_set(0)
+    will_props = new_properties(PacketTypes.WILLMESSAGE) if mqtt5 else None
+    if will_props is not None:
+        will_props.ContentType = "application/json"
+    client.will_set(
+        will_topic, offline_payload("connection lost"), qos=1, retain=True, properties=will_props
+    )
+    if context is not None:
+        client.tls_set_context(context)
+    elif not cfg.insecure_plaintext:
+        msg = "mqtt.tls is not set and mqtt.insecure_plaintext is false: refusing plaintext"
+        raise TlsConfigError(msg)
+    if cfg.username is not None:
+        client.username_pw_set(cfg.username, _read_password(cfg.password_file))
+    return client
+
+
+def _read_password(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise TlsConfigError(f"cannot read mqtt.password_file {path}: {exc}") from exc
+
+
+async def connect_link(
+    cfg: MqttConfig,
+    client_id: str,
+    will_topic: str,
+    on_ack: Callable[[MqttLink, int, int], None],
+    on_message: Callable[[str, bytes, Properties | None], None],
+) -> MqttLink:
+    """Connect a fresh client and wait for an accepting CONNACK.
+
+    Raises:
+        ConnectFailedError: with ``kind`` tls_error, auth_error, broker_refused,
+            network_error, timeout or config_error. Nothing is left open.
+    """
+    try:
+        context = None if cfg.tls is None else build_ssl_context(cfg.tls)
+        client = _make_client(cfg, client_id, will_topic, context)
+    except TlsConfigError as exc:
+        raise ConnectFailedError("config_error", str(exc)) from exc
+    link = MqttLink(client, on_ack, on_message)
+    try:
+        return await _open(link, cfg)
+    except ConnectFailedError:
+        link.abort()
+        if context is not None:
+            context.close_sockets()
+        raise
+
+
+async def _open(link: MqttLink, cfg: MqttConfig) -> MqttLink:
+    try:
+        async with asyncio.timeout(cfg.connect_timeout_s + 2.0):
+            code = await link.open(
+                cfg.host,
+                cfg.port,
+                cfg.keepalive_s,
+                mqtt5=cfg.protocol == "5",
+                thread_timeout_s=cfg.connect_timeout_s,
+            )
+    except ssl.SSLError as exc:  # includes certificate and host name mismatches
+        raise ConnectFailedError("tls_error", str(exc)) from exc
+    except TimeoutError as exc:
+        raise ConnectFailedError("timeout", "no CONNACK in time") from exc
+    except (OSError, ConnectionError) as exc:
+        raise ConnectFailedError("network_error", str(exc)) from exc
+    if code >= FAILURE:
+        kind = "auth_error" if code in AUTH_REFUSALS else "broker_refused"
+        raise ConnectFailedError(kind, reason_text(code))
+    return link

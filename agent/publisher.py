@@ -12,27 +12,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import random
-import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import paho.mqtt
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
-from agent.errors import PublishError, TlsConfigError
-from agent.mqttlink import MqttLink
+from agent.errors import PublishError
+from agent.mqttlink import (
+    ConnectFailedError,
+    MqttLink,
+    connect_link,
+    new_properties,
+    publish_properties,
+)
 from agent.status import StatusPublisher
-from agent.tlsconfig import HubTlsContext, build_ssl_context
-from agent.topics import AUTH_REFUSALS, HubTopics, offline_payload, reason_text
+from agent.topics import HubTopics, offline_payload, reason_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
+
+    from paho.mqtt.properties import Properties
 
     from agent.clock import Clock, HubTime
     from agent.config import Config, MqttConfig
@@ -59,45 +62,6 @@ PERMANENT_KINDS: Final = frozenset({"tls_error", "auth_error", "config_error"})
 @dataclass(frozen=True, slots=True)
 class _InFlight:
     seqs: tuple[int, ...]
-
-
-class ConnectFailedError(PublishError):
-    """One connection attempt failed; ``kind`` is what health reports."""
-
-    def __init__(self, kind: str, detail: str) -> None:
-        """Keep the kind (for backoff and health) apart from the human detail."""
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
-        self.detail = detail
-
-
-def _new_properties(packet_type: int) -> Properties:
-    return Properties(packet_type)  # type: ignore[no-untyped-call]  # paho leaves it untyped
-
-
-class _PackedProperties(Properties):
-    """PUBLISH properties packed once: paho's ``pack`` costs more than the publish itself."""
-
-    _packed: bytes | None = None
-
-    def pack(self) -> bytes:
-        """The wire form, computed on first use (the object is never changed after)."""
-        packed = self._packed
-        if packed is None:
-            packed = bytes(super().pack())  # type: ignore[no-untyped-call]
-            object.__setattr__(self, "_packed", packed)  # past paho's __setattr__ checks
-        return packed
-
-
-@functools.lru_cache(maxsize=64)
-def _publish_properties(
-    content_type: str, user_properties: tuple[tuple[str, str], ...]
-) -> Properties:
-    props = _PackedProperties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    props.ContentType = content_type
-    if user_properties:
-        props.UserProperty = list(user_properties)
-    return props
 
 
 def backoff_delay_s(attempt: int, kind: str, cfg: MqttConfig, rng: random.Random) -> float:
@@ -146,7 +110,6 @@ class Publisher:
         self._idle = asyncio.Event()  # set while there is no connection
         self._idle.set()
         self._close_timeout_s = 5.0
-        self._tls_context: HubTlsContext | None = None
         # After a connection died with messages in flight, send one message and wait for
         # its PUBACK before opening the window: Mosquitto 2.0.11 closes the connection
         # right after a PUBACK 0x87, losing the PUBACKs of pipelined messages, so only a
@@ -280,7 +243,7 @@ class Publisher:
         return await self.publish_message(topic, payload, retain=True, properties=_JSON)
 
     def _properties(self, values: Mapping[str, Any]) -> Properties:
-        props = _new_properties(PacketTypes.PUBLISH)
+        props = new_properties(PacketTypes.PUBLISH)
         for name, value in values.items():
             setattr(props, name, value)
         return props
@@ -310,7 +273,9 @@ class Publisher:
         counters.connect_attempts += 1
         counters.connection = "connecting"
         try:
-            link = await self._connect()
+            link = await connect_link(
+                self._cfg, self._client_id, self.topics.status, self._on_ack, self._dispatch
+            )
         except ConnectFailedError as exc:
             counters.connection = exc.kind
             counters.last_connect_error = exc.kind
@@ -342,79 +307,6 @@ class Publisher:
                 # than reconnecting at the minimum delay forever.
                 return "unstable"
         return None
-
-    def _make_client(self) -> mqtt.Client:
-        protocol = MQTTProtocolVersion.MQTTv5 if self._mqtt5 else MQTTProtocolVersion.MQTTv311
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=protocol
-        )
-        client.connect_timeout = self._cfg.connect_timeout_s
-        # Our own window bounds in-flight messages; paho must never queue behind it.
-        client.max_inflight_messages_set(0)
-        client.max_queued_messages_set(0)
-        will_props = _new_properties(PacketTypes.WILLMESSAGE) if self._mqtt5 else None
-        if will_props is not None:
-            will_props.ContentType = "application/json"
-        client.will_set(
-            self.topics.status,
-            offline_payload("connection lost"),
-            qos=1,
-            retain=True,
-            properties=will_props,
-        )
-        if self._cfg.tls is not None:
-            self._tls_context = build_ssl_context(self._cfg.tls)
-            client.tls_set_context(self._tls_context)
-        elif not self._cfg.insecure_plaintext:
-            msg = "mqtt.tls is not set and mqtt.insecure_plaintext is false: refusing plaintext"
-            raise TlsConfigError(msg)
-        if self._cfg.username is not None:
-            client.username_pw_set(self._cfg.username, self._read_password())
-        return client
-
-    def _read_password(self) -> str | None:
-        path = self._cfg.password_file
-        if path is None:
-            return None
-        try:
-            return path.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            raise TlsConfigError(f"cannot read mqtt.password_file {path}: {exc}") from exc
-
-    async def _connect(self) -> MqttLink:
-        try:
-            client = self._make_client()
-        except TlsConfigError as exc:
-            raise ConnectFailedError("config_error", str(exc)) from exc
-        link = MqttLink(client, self._on_ack, self._dispatch)
-        try:
-            return await self._open(link)
-        except ConnectFailedError:
-            link.abort()
-            if self._tls_context is not None:
-                self._tls_context.close_sockets()
-            raise
-
-    async def _open(self, link: MqttLink) -> MqttLink:
-        try:
-            async with asyncio.timeout(self._cfg.connect_timeout_s + 2.0):
-                code = await link.open(
-                    self._cfg.host,
-                    self._cfg.port,
-                    self._cfg.keepalive_s,
-                    mqtt5=self._mqtt5,
-                    thread_timeout_s=self._cfg.connect_timeout_s,
-                )
-        except ssl.SSLError as exc:  # includes certificate and host name mismatches
-            raise ConnectFailedError("tls_error", str(exc)) from exc
-        except TimeoutError as exc:
-            raise ConnectFailedError("timeout", "no CONNACK in time") from exc
-        except (OSError, ConnectionError) as exc:
-            raise ConnectFailedError("network_error", str(exc)) from exc
-        if code >= FAILURE:
-            kind = "auth_error" if code in AUTH_REFUSALS else "broker_refused"
-            raise ConnectFailedError(kind, reason_text(code))
-        return link
 
     async def _serve(self, link: MqttLink) -> bool:
         """Announce online, subscribe, then drain until the connection ends.
@@ -511,7 +403,7 @@ class Publisher:
         encoded = self._encode(rows, self._clock.now())
         props = None
         if self._mqtt5:
-            props = _publish_properties(encoded.content_type, encoded.user_properties)
+            props = publish_properties(encoded.content_type, encoded.user_properties)
         await self._window.acquire()
         info = link.client.publish(
             self.topics.readings, encoded.payload, qos=1, retain=False, properties=props
