@@ -85,7 +85,8 @@ class DeviceSettings(BaseModel):
     A subclass adds ``driver: Literal["<name>"]`` and its own settings.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: "1e999" in YAML must not become an infinite interval.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="stable device id")
     expected_interval_s: float = Field(
