@@ -52,7 +52,9 @@ class Site:
         self.password_file = tmp / "hub-password"
         self.password_file.write_text(PASSWORD + "\n")
 
-    def config(self, *, ca: Path | None = None, password: str | None = None) -> Path:
+    def config(
+        self, *, ca: Path | None = None, password: str | None = None, host: str = "127.0.0.1"
+    ) -> Path:
         if password is not None:
             self.password_file.write_text(password + "\n")
         path = self.tmp / "wardlink.yaml"
@@ -61,7 +63,7 @@ class Site:
 hub: {{id: hub-a}}
 patient: {{id: {PATIENT}, binding_version: 1}}
 mqtt:
-  host: 127.0.0.1
+  host: {host}
   port: {self.broker.port}
   tls: {{ca_file: {ca or self.ca.cert_file}}}
   username: hub-a
@@ -96,6 +98,14 @@ def test_a_healthy_hub_passes_every_check(site: Site) -> None:
     assert found["broker MQTT"].detail == "logged in"
     assert "TLSv1." in found["broker TLS"].detail
     assert found["bluetooth"].status == "skip"  # no BLE devices configured
+
+
+def test_an_unknown_broker_name_fails_at_the_dns_step(site: Site) -> None:
+    found = by_name(run_checks(site.config(host="no-such-broker.invalid"), clock_synced=synced))
+    assert found["broker DNS"].status == "fail"
+    assert "cannot resolve no-such-broker.invalid" in found["broker DNS"].detail
+    assert "mqtt.host" in (found["broker DNS"].advice or "")
+    assert [found[s].status for s in ("broker TCP", "broker TLS", "broker MQTT")] == ["skip"] * 3
 
 
 def test_a_stopped_broker_fails_at_the_tcp_step(site: Site) -> None:

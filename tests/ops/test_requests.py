@@ -241,3 +241,13 @@ async def test_a_flood_of_requests_is_bounded_and_counted(stack: Stack) -> None:
     _, after, _ = await stack.ask("ping", {})
     assert after["status"] == "ok"
     assert stack.handler.counters["busy"] == 3
+
+
+async def test_a_second_log_level_request_restarts_the_clock(stack: Stack) -> None:
+    await stack.ask("log-level", {"level": "DEBUG", "duration_s": 0.3})
+    await asyncio.sleep(0.2)
+    await stack.ask("log-level", {"level": "WARNING", "duration_s": 0.5})
+    await asyncio.sleep(0.25)  # past the first request's end: the second still holds
+    assert stack.logger.level == logging.WARNING
+    await asyncio.sleep(0.5)
+    assert stack.logger.level == logging.INFO
