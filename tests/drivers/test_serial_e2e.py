@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from agent.localbroker import MosquittoBroker
 
 pytestmark = [pytest.mark.pty, pytest.mark.broker]
+CONNECTED, DISCONNECTED = DeviceState.CONNECTED, DeviceState.DISCONNECTED
 
 
 async def test_df8_readings_reach_the_broker_across_an_unplug(
@@ -36,18 +37,18 @@ async def test_df8_readings_reach_the_broker_across_an_unplug(
     try:
         async with running(publisher):
             async with rig(tmp_path, "nonin-df8", device=device, outbox=outbox, sink=sink) as r:
-                await eventually(lambda: len(reading_ids(sub.messages())) >= 3, timeout_s=10)
+                await eventually(lambda: len(reading_ids(sub.messages())) >= 3, timeout_s=30)
                 device.unplug()
-                await eventually(lambda: r.reporter.last_state is DeviceState.DISCONNECTED)
+                await eventually(lambda: r.reporter.last_state is DISCONNECTED, timeout_s=30)
                 await asyncio.sleep(0.3)
                 device.plug()
-                await eventually(lambda: r.reporter.last_state is DeviceState.CONNECTED)
+                await eventually(lambda: r.reporter.last_state is CONNECTED, timeout_s=30)
                 await asyncio.sleep(0.6)
             await publisher.flush()
             stored = await outbox.list_readings(state="sent", limit=10_000)
             pending = await outbox.list_readings(state="pending", limit=10_000)
             expected = {str(row.reading.reading_id) for row in stored + pending}
-            await eventually(lambda: expected <= set(reading_ids(sub.messages())), timeout_s=10)
+            await eventually(lambda: expected <= set(reading_ids(sub.messages())), timeout_s=30)
     finally:
         sub.close()
         await outbox.close()
