@@ -269,6 +269,8 @@ class Outbox:
 
     async def mark_sent(self, seqs: Sequence[int]) -> None:
         """Pending rows the broker accepted (PUBACK < 0x80). Other states are left alone."""
+        if not seqs:
+            return
         now_us = self._now_us()
         await self._submit(
             StateChange(
@@ -281,6 +283,8 @@ class Outbox:
 
     async def mark_rejected(self, seqs: Sequence[int], reason: str) -> None:
         """Pending rows the broker refused (PUBACK >= 0x80); kept until requeued."""
+        if not seqs:
+            return
         now_us = self._now_us()
         await self._submit(
             StateChange(
@@ -298,6 +302,8 @@ class Outbox:
         Only rows already marked sent change: call ``mark_sent`` first (a receipt for a
         reading still pending is ignored and counted as 0).
         """
+        if not reading_ids:
+            return 0
         now_us = self._now_us()
         changed, _ = await self._submit(
             StateChange(
@@ -311,6 +317,8 @@ class Outbox:
 
     async def requeue_rejected(self, seqs: Sequence[int] | None = None) -> int:
         """Rejected rows (all when ``seqs`` is None) back to pending; returns how many."""
+        if seqs is not None and not seqs:
+            return 0
         if seqs is None:
             change = StateChange(REQUEUE_ALL_SQL, [()], REJECTED, PENDING)
         else:
@@ -341,7 +349,12 @@ class Outbox:
         """Delete sent (with receipts: delivered) rows older than the audit window.
 
         Pending and rejected rows are never deleted by age. Returns rows deleted.
+
+        Raises:
+            ValueError: ``now`` is naive (its zone would be guessed).
         """
+        if now.tzinfo is None:
+            raise ValueError("purge(now) needs a timezone-aware UTC time, got a naive datetime")
         cutoff_us = int((now.timestamp() - self._audit_window_s) * 1_000_000)
         total = 0
         while True:

@@ -270,3 +270,20 @@ async def test_the_same_record_from_two_callers_in_one_commit_is_stored_once(
         (0, 1),
     )
     assert (stats.commits, stats.pending, stats.last_seq) == (1, 1, 1)
+
+
+async def test_empty_state_changes_commit_nothing_and_naive_purge_time_is_refused(
+    tmp_path: Path,
+) -> None:
+    outbox = await Outbox.open(tmp_path / "outbox.db")
+    await outbox.capture([stream_sample(0)])
+    before = (await outbox.stats()).commits
+    await outbox.mark_sent([])
+    await outbox.mark_rejected([], "0x87 Not authorized")
+    assert await outbox.mark_delivered([]) == 0
+    assert await outbox.requeue_rejected([]) == 0
+    assert (await outbox.stats()).commits == before
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await outbox.purge(datetime(2026, 12, 1))  # noqa: DTZ001
+    assert (await outbox.stats()).pending == 1
+    await outbox.close()
