@@ -4,11 +4,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+missing=""
 if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
-    echo "setup: installing mosquitto (Debian package)" >&2
+    missing="$missing mosquitto"   # the broker every test and the demo start privately
+fi
+if ! command -v fusermount >/dev/null 2>&1; then
+    missing="$missing fuse"        # the power-loss tests mount a lazy FUSE file system
+fi
+if [ -n "$missing" ]; then
+    echo "setup: installing Debian packages:$missing" >&2
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q mosquitto
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q $missing
 fi
 
 if [ ! -x .venv/bin/python ]; then
