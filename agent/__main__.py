@@ -44,6 +44,26 @@ def _build_parser() -> argparse.ArgumentParser:
     sim_ble.add_argument("profile", help="profile, e.g. blood-pressure")
     sim_ble.add_argument("--transport", help="bumble HCI transport (default: in-process link)")
 
+    doctor = sub.add_parser("doctor", help="check config, clock, disk, outbox, broker, devices")
+    doctor.add_argument("-c", "--config", required=True, help="path of the YAML config file")
+    colour = doctor.add_mutually_exclusive_group()
+    colour.add_argument("--color", dest="color", action="store_true", default=None)
+    colour.add_argument("--no-color", dest="color", action="store_false")
+
+    status = sub.add_parser("status", help="the running agent's local state (no broker needed)")
+    status.add_argument("-c", "--config", required=True, help="path of the YAML config file")
+
+    queue = sub.add_parser("queue", help="inspect, export or requeue stored readings")
+    queue.add_argument("action", choices=["list", "export", "requeue"])
+    queue.add_argument("-c", "--config", required=True, help="path of the YAML config file")
+    queue.add_argument(
+        "--state",
+        choices=["pending", "rejected", "sent", "delivered"],
+        default=None,
+        help="which readings (default: rejected for list, pending for export)",
+    )
+    queue.add_argument("--out", default=None, help="export file (default: standard output)")
+
     scan = sub.add_parser("scan", help="list nearby BLE health devices and how to bind them")
     scan.add_argument("--seconds", type=float, default=10.0)
     scan.add_argument("--transport", default="bluez", help="bluez (default) or bumble-local")
@@ -94,7 +114,29 @@ def _scan(args: argparse.Namespace) -> int:
     return scan_main(args.seconds, args.transport)
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from agent.doctor import doctor_main
+
+    return doctor_main(args.config, color=args.color)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from agent.localstatus import status_main
+
+    return status_main(args.config)
+
+
+def _queue(args: argparse.Namespace) -> int:
+    from agent.queue_cli import queue_main
+
+    state = args.state or ("rejected" if args.action == "list" else "pending")
+    return queue_main(args.action, args.config, state=state, out=args.out)
+
+
 _COMMANDS: Final = {
+    "doctor": _doctor,
+    "status": _status,
+    "queue": _queue,
     "version": _version,
     "check-config": _check_config,
     "run": _run,

@@ -25,6 +25,7 @@ from agent.configcheck import config_hash, redacted
 from agent.configload import load_config, load_config_text
 from agent.errors import ConfigError, OutboxError
 from agent.health import Health
+from agent.localstatus import state_file_path, write_state_file
 from agent.outbox import Outbox
 from agent.payloads import PayloadContext, make_encoder
 from agent.publisher import Publisher
@@ -247,9 +248,7 @@ class Runtime:
 
     async def _housekeeping(self, agent: Agent) -> None:
         """Purge rows past the audit window and keep the local state file fresh."""
-        from agent.localstatus import write_state_file  # noqa: PLC0415 - optional tool support
-
-        state_path = agent.config.storage.path.parent / "state.json"
+        state_path = state_file_path(agent.config.storage.path)
         while True:
             now = self._clock.now()
             try:
@@ -259,7 +258,8 @@ class Runtime:
             except OutboxError as exc:
                 log.error("audit purge failed: %s", exc)
             try:
-                write_state_file(state_path, await self.health_now())
+                # fsyncs: off the event loop
+                await asyncio.to_thread(write_state_file, state_path, await self.health_now())
             except OSError as exc:
                 log.warning("state file %s not written: %s", state_path, exc)
             await asyncio.sleep(min(HOUSEKEEPING_INTERVAL_S, agent.config.health.interval_s))
