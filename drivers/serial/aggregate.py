@@ -4,14 +4,18 @@ Pure: the caller passes the (monotonic) time in seconds; nothing here reads a cl
 
 Policy (docs/serial.md): an interval's status is the union of every sample's flags, so
 a finger-out or artifact lasting one frame is never hidden. Its representative value is,
-per quantity, the *last valid* value of the interval: oximeters update SpO2 about once a
-second anyway, and the flags say when part of the interval had no valid value. A
-quantity is missing only if no sample in the interval had it.
+per quantity, the *median* (the lower middle one, so always a value the device sent) of
+the interval's valid values: oximeters update SpO2 about once a second, so within an
+interval the values barely move, and the median keeps a rare phantom frame decoded from
+line noise in a format without checksum (Contec, Nonin DF8) from becoming the reading,
+which "last value" would not. A quantity is missing only if no sample in the interval
+had it; the flags say when part of the interval had no valid value.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from statistics import median_low
 from typing import TYPE_CHECKING, Final
 
 from drivers.serial.protocols.base import (
@@ -96,19 +100,16 @@ class IntervalAggregator:
         return now_s
 
 
-def _last_valid(values: Iterable[float | None]) -> float | None:
-    result = None
-    for value in values:
-        if value is not None:
-            result = value
-    return result
+def _median_valid(values: Iterable[float | None]) -> float | None:
+    valid = [value for value in values if value is not None]
+    return median_low(valid) if valid else None
 
 
 def merge(samples: list[Sample], *, truncated: bool = False) -> Interval:
     """Merge an interval's samples by the policy in the module docstring."""
-    spo2 = _last_valid(s.spo2 for s in samples)
-    pulse_rate = _last_valid(s.pulse_rate for s in samples)
-    perfusion = _last_valid(s.perfusion_index for s in samples)
+    spo2 = _median_valid(s.spo2 for s in samples)
+    pulse_rate = _median_valid(s.pulse_rate for s in samples)
+    perfusion = _median_valid(s.perfusion_index for s in samples)
     flags = {f for s in samples for f in s.status if f not in _MISSING_FLAGS}
     if spo2 is None:
         flags.add(SPO2_MISSING)

@@ -147,12 +147,18 @@ def _s(spo2: int | None, pr: int | None, *status: str) -> Sample:
     return Sample(spo2=spo2, pulse_rate=pr, perfusion_index=None, status=tuple(status))
 
 
-def test_interval_keeps_worst_status_and_last_valid_values() -> None:
+def test_interval_keeps_worst_status_and_median_of_valid_values() -> None:
     merged = merge(
-        [_s(97, 70), _s(None, None, "sensor_off", "spo2_missing", "pulse_rate_missing"), _s(96, 71)]
+        [
+            _s(97, 70),
+            _s(None, None, "sensor_off", "spo2_missing", "pulse_rate_missing"),
+            _s(96, 71),
+            _s(96, 72),
+            _s(31, 250),  # a phantom frame made of line noise, last in the interval
+        ]
     )
     assert merged.sample == _s(96, 71, "sensor_off")
-    assert merged.sample_count == 3
+    assert merged.sample_count == 5
 
 
 def test_interval_all_missing_is_missing() -> None:
