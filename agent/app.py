@@ -23,6 +23,7 @@ from agent import __version__
 from agent.clock import Clock, SystemClock
 from agent.configcheck import config_hash, redacted
 from agent.configload import load_config, load_config_text
+from agent.crashpoints import crash_point
 from agent.errors import ConfigError, OutboxError
 from agent.health import Health
 from agent.localstatus import state_file_path, write_state_file
@@ -71,6 +72,7 @@ class CaptureSink:
                 reading.device.device_id, reading.kind.value, reading.received.utc
             )
             log.debug("captured %s %s %s", reading.device.device_id, reading.kind, reading.values)
+        crash_point("after_commit_before_publish")
         if result.stored:
             self._on_stored()
         return result
