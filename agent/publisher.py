@@ -21,6 +21,7 @@ import paho.mqtt
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 
+from agent.crashpoints import crash_point
 from agent.errors import PublishError
 from agent.mqttlink import (
     ConnectFailedError,
@@ -416,6 +417,7 @@ class Publisher:
             link.abort()
             return False
         self._inflight[info.mid] = _InFlight(tuple(r.seq for r in rows))
+        crash_point("after_publish_before_puback", link.client.loop_write)
         counters = self._health.publish
         counters.messages_published += 1
         counters.readings_published += len(rows)
@@ -460,6 +462,7 @@ class Publisher:
                 rejected.setdefault(code, []).extend(entry.seqs)
                 counters.messages_rejected += 1
         if sent:
+            crash_point("after_puback_before_mark")
             await self._outbox.mark_sent(sent)
         for code, seqs in rejected.items():
             reason = reason_text(code)
