@@ -67,6 +67,7 @@ class Tally:
     samples_decoded: int = 0
     readings_captured: int = 0
     readings_missing_spo2: int = 0
+    wrong_spo2: int = 0  # a value the emulated patient never had in that interval
     truncated: int = 0
     capture_s: float = 0.0
     bad_frames: int = 0
@@ -144,7 +145,7 @@ async def soak(protocol: str, minutes: float, seed: int, db: Path) -> Tally:
     tally.units_intact = device.units_sent - tally.units_cut
     tally.units_corrupted = device.units_corrupted
     tally.bad_frames, tally.bytes_skipped = decoder.stats.bad_frames, decoder.stats.bytes_skipped
-    await _count(outbox, tally)
+    await _count(outbox, tally, device)
     await outbox.close()
     return tally
 
@@ -167,11 +168,22 @@ async def _capture(outbox: Outbox, pending: list[Reading], tally: Tally) -> None
     pending.clear()
 
 
-async def _count(outbox: Outbox, tally: Tally) -> None:
+async def _count(outbox: Outbox, tally: Tally, device: PtySerialDevice) -> None:
     rows = await outbox.list_readings(state="pending", limit=10_000_000)
     tally.readings_captured = len(rows)
+    tally.wrong_spo2 = sum(not _plausible(r.reading, device) for r in rows)
     tally.readings_missing_spo2 = sum("spo2_missing" in r.reading.status for r in rows)
     tally.truncated = sum("interval_truncated" in r.reading.status for r in rows)
+
+
+def _plausible(reading: Reading, device: PtySerialDevice) -> bool:
+    """Whether the reading's SpO2 is a value the emulated patient had in its interval."""
+    spo2 = reading.value("spo2")
+    if spo2 is None or spo2.value is None:
+        return True
+    end_s = reading.received.monotonic_ns / 1e9
+    truth = {device.vitals(end_s - k / 10).spo2 for k in range(int(INTERVAL_S * 10) + 11)}
+    return spo2.value in truth
 
 
 def main() -> int:
@@ -184,7 +196,7 @@ def main() -> int:
     print(f"serial soak: {args.minutes:g} simulated minutes per protocol, seed {args.seed}")
     print("(2-core shared noisy machine: wall times are indicative only)")
     header = "protocol      expected captured  diff  units_ok  samples  corrupt  bad_frames"
-    print(header + "  skipped_B  finger_out  truncated  wall_s  capture_s")
+    print(header + "  skipped_B  finger_out  truncated  wrong_spo2  wall_s  capture_s")
     with tempfile.TemporaryDirectory() as tmp:
         for protocol in protocols:
             start = time.perf_counter()
@@ -198,6 +210,7 @@ def main() -> int:
                 f"{tally.readings_captured - expected:+5} {tally.units_intact:9} "
                 f"{tally.samples_decoded:8} {tally.units_corrupted:8} {tally.bad_frames:11}"
                 f" {tally.bytes_skipped:10} {tally.readings_missing_spo2:11} {tally.truncated:10}"
+                f" {tally.wrong_spo2:11}"
                 f" {wall:7.1f} {tally.capture_s:10.2f}"
             )
     return 0
