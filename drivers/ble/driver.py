@@ -36,6 +36,7 @@ from drivers.ble.glucose import GlucoseTransfer
 from drivers.ble.session import (
     BoundDevice,
     GlucoseCursor,
+    raise_if_cancelled,
     read_battery,
     read_clock_offset,
     read_identity,
@@ -159,6 +160,7 @@ class BleDriver:
         await scanner.start(self._on_advert)
         try:
             while True:
+                raise_if_cancelled()
                 self._advertised.clear()
                 await self._advertised.wait()
                 await self._session()
@@ -251,6 +253,7 @@ class BleDriver:
                 async with asyncio.timeout(idle_s):
                     item = await queue.get()
             except TimeoutError:
+                raise_if_cancelled()
                 return  # quiet: everything stored has been sent
             if item is None:
                 return  # the device hung up (cuffs do, after sending)

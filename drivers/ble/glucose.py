@@ -30,6 +30,7 @@ from drivers._codecs.racp import (
     encode_report_records_from,
 )
 from drivers.ble.mapping import GlucoseRecord
+from drivers.ble.session import raise_if_cancelled
 
 if TYPE_CHECKING:
     from agent.readings import DeviceIdentity
@@ -88,6 +89,7 @@ class GlucoseTransfer:
                 async with asyncio.timeout(self._idle_s):
                     item = await self._queue.get()
             except TimeoutError:
+                raise_if_cancelled()
                 log.warning("device %s: RACP transfer stalled", self._identity.device_id)
                 self._ctx.reporter.count("racp_timeouts")
                 return

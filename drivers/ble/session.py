@@ -24,7 +24,6 @@ from drivers._codecs.dis import decode_dis_string
 from drivers.base import DeviceState
 
 if TYPE_CHECKING:
-    from datetime import datetime
     from pathlib import Path
 
     from agent.clock import HubTime
@@ -131,9 +130,17 @@ async def read_clock_offset(
     return offset_s
 
 
-def hub_local_naive(when: datetime, timezone_name: str) -> datetime:
-    """``when`` (aware) as naive wall time in ``timezone_name``."""
-    return when.astimezone(ZoneInfo(timezone_name)).replace(tzinfo=None)
+def raise_if_cancelled() -> None:
+    """Re-raise a cancellation that an expiring ``asyncio.timeout`` swallowed.
+
+    On Python 3.11, a task cancelled in the same loop iteration as its timeout fires
+    can see TimeoutError instead of CancelledError (the cancel is then lost and the
+    driver would never stop; seen here with the agent shutting down mid-session). The
+    task's ``cancelling()`` count still says a cancel was requested.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling() > 0:
+        raise asyncio.CancelledError
 
 
 class GlucoseCursor:
