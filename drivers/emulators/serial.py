@@ -40,7 +40,7 @@ NONIN_ACK: Final = b"\x06"
 TICK_S: Final = 0.02
 
 
-def _stream_format(protocol: str, spot_period_s: float) -> StreamFormat:
+def _stream_format(protocol: str, spot_period_s: float, serial_number: str) -> StreamFormat:
     # DF13 and Masimo stamp the wall time into their units; the others are stateless.
     if protocol == "nonin-df13":
         return StreamFormat(
@@ -50,7 +50,7 @@ def _stream_format(protocol: str, spot_period_s: float) -> StreamFormat:
         )
     if protocol == "masimo-ascii":
         return StreamFormat(
-            lambda v, _i: encode_masimo(v, datetime.now()),  # noqa: DTZ005 - device wall clock
+            lambda v, _i: encode_masimo(v, datetime.now(), serial_number),  # noqa: DTZ005
             1.0,
             checksummed=False,
             ascii_lines=True,
@@ -79,11 +79,15 @@ class PtySerialDevice:
         seed: int = 1,
         keepalive_timeout_s: float = 15.0,
         spot_period_s: float = 5.0,
+        serial_number: str = "0000123456",
     ) -> None:
-        """Choose the protocol; ``speed`` > 1 sends units faster than the real device."""
+        """Choose the protocol; ``speed`` > 1 sends units faster than the real device.
+
+        ``serial_number`` is what a Masimo prints in its ``SN=`` field.
+        """
         self.protocol = protocol
         self.link = link
-        self._format = _stream_format(protocol, spot_period_s)
+        self._format = _stream_format(protocol, spot_period_s, serial_number)
         self._speed = speed
         self._rng = random.Random(seed)  # noqa: S311 - test data, not secrets
         self._keepalive_timeout_s = keepalive_timeout_s

@@ -78,7 +78,13 @@ class SerialOximeterDriver:
         )
 
     async def run(self) -> None:
-        """Read until cancelled; raises TransientDeviceError if the port stays away."""
+        """Read until cancelled; raises TransientDeviceError if the port stays away.
+
+        The supervisor calls ``run`` again on the same driver after a failure, so every
+        run starts from a clean session (a device swapped for the right one recovers).
+        """
+        self._fatal = None
+        self._decoder.reset()
         try:
             await self._reopen(first=True)
             while True:

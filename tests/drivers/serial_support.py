@@ -13,7 +13,7 @@ from agent.outbox import Outbox
 from agent.readings import DeviceIdentity, PatientBinding
 from drivers.base import DeviceState, DriverContext
 from drivers.emulators.serial import PtySerialDevice
-from drivers.serial.driver import build
+from drivers.serial.driver import SerialOximeterDriver, build
 from drivers.serial.settings import SerialOximeterSettings
 
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ class Rig:
     outbox: Outbox
     reporter: RecordingReporter
     driver_task: asyncio.Task[None]
+    driver: SerialOximeterDriver
 
     async def readings(self) -> list[StoredReading]:
         return await self.outbox.list_readings(state="pending", limit=100_000)
@@ -110,7 +111,7 @@ async def rig(
     driver = build(settings_for(device.port, protocol, **settings), ctx)
     task = asyncio.create_task(driver.run())
     try:
-        yield Rig(device, box, reporter, task)
+        yield Rig(device, box, reporter, task, driver)
     finally:
         for t in (task, device_task):
             t.cancel()

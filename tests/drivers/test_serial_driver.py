@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from typing import TYPE_CHECKING
 
@@ -256,3 +257,26 @@ async def test_a_port_that_keeps_dropping_goes_to_the_supervisor_not_a_hot_loop(
             flapper.cancel()
     opens = [s for s, _ in r.reporter.states if s is DeviceState.CONNECTED]
     assert 3 <= len(opens) <= 4
+
+
+async def test_the_supervisor_can_run_the_same_driver_again(tmp_path: Path) -> None:
+    # First run: the wrong Masimo is plugged in; then it is swapped for the right one.
+    link = tmp_path / "link"
+    wrong = PtySerialDevice("masimo-ascii", link=link, speed=10, serial_number="0000999999")
+    async with rig(tmp_path, "masimo-ascii", device=wrong, serial_number="0000123456") as r:
+        with pytest.raises(PermanentDeviceError):
+            await asyncio.wait_for(r.driver_task, timeout=5)
+        wrong.unplug()
+        right = PtySerialDevice("masimo-ascii", link=link, speed=10)
+        right.plug()
+        streaming = asyncio.create_task(right.run())
+        second = asyncio.create_task(r.driver.run())
+        try:
+            await eventually(lambda: _at_least(r.readings(), 2), timeout_s=10)
+        finally:
+            for task in (second, streaming):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            right.close()
+    assert r.reporter.last_state is DeviceState.CONNECTED
