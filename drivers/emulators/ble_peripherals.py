@@ -91,6 +91,7 @@ class EmulatedPeripheral:
         self.drop_after_records: int | None = None  # drop the link after this many sends
         self.records_sent = 0  # in the current connection
         self.connections_seen = 0
+        self.paired = False  # a bond was made (Just Works, bumble's default delegate)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def profile_characteristics(self) -> list[Characteristic[Any]]:
@@ -149,9 +150,13 @@ class EmulatedPeripheral:
         await self.device.power_on()
         await self.start_advertising()
 
-    def _on_connection(self, _connection: Connection) -> None:
+    def _on_connection(self, connection: Connection) -> None:
         self.connections_seen += 1
         self.records_sent = 0
+        connection.on(connection.EVENT_PAIRING, self._on_paired)
+
+    def _on_paired(self, _keys: object) -> None:
+        self.paired = True
 
     async def start_advertising(self) -> None:
         """Advertise name + profile service; re-advertise after every disconnection."""

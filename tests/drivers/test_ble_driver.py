@@ -23,6 +23,7 @@ from drivers.ble.settings import (
     BleHeartRateSettings,
 )
 from drivers.emulators.ble import BleWorld
+from drivers.emulators.ble_cli import demo_peripheral, demo_settings
 from drivers.emulators.ble_peripherals import (
     DeviceInfo,
     GlucoseMeter,
@@ -319,3 +320,82 @@ async def test_heart_rate_link_loss_raises_transient_for_the_supervisor(
         await hub.stop()
         await strap.close()
     assert hub.state_names()[-1] == "disconnected"
+
+
+async def test_malformed_record_is_counted_and_skipped_not_fatal(
+    world: BleWorld, tmp_path: Path, outbox: Outbox
+) -> None:
+    device = cuff()
+    truncated = bp_payload(150, 95, 4)[:5]  # flags + systolic + half a diastolic
+    device.records += [bp_payload(120, 80, 1), truncated, bp_payload(130, 85, 2)]
+    await device.attach(world)
+    settings = BleBloodPressureSettings(id="bp-cuff", address=CUFF, idle_s=0.3, rest_s=60)
+    hub = Harness(world, tmp_path, outbox, settings)
+    hub.start()
+    try:
+        await hub.wait_for_count(2)
+        await wait_until(lambda: not device.is_connected)
+    finally:
+        await hub.stop()
+    assert hub.reporter.counters["decode_errors"] == 1
+    assert sorted(r.value("systolic").value for r in await hub.readings()) == [120, 130]  # type: ignore[union-attr, type-var]
+
+
+async def test_serial_changed_since_install_is_refused_on_the_next_connection(
+    world: BleWorld, tmp_path: Path, outbox: Outbox
+) -> None:
+    device = cuff(serial="SN0001")
+    device.records.append(bp_payload(120, 80, 1))
+    await device.attach(world)
+    settings = BleBloodPressureSettings(
+        id="bp-cuff", address=CUFF, serial_number="SN0001", idle_s=0.3, rest_s=0.2
+    )
+    hub = Harness(world, tmp_path, outbox, settings)
+    hub.start()
+    assert hub.task is not None
+    try:
+        await hub.wait_for_count(1)
+        # Same address, different device (a swapped unit cloning the address).
+        device.info.serial_number = "SN0002"
+        device.records.append(bp_payload(170, 100, 2))
+        with pytest.raises(PermanentDeviceError, match="serial mismatch"):
+            await asyncio.wait_for(hub.task, 10)
+    finally:
+        await hub.stop()
+    assert len(await hub.readings()) == 1
+    assert hub.reporter.states[-1][0] is DeviceState.ERROR
+
+
+@pytest.mark.parametrize("profile", ["thermometer", "weight-scale", "pulse-oximeter"])
+async def test_other_episodic_profiles_capture_their_record_once(
+    world: BleWorld, tmp_path: Path, outbox: Outbox, profile: str
+) -> None:
+    device = demo_peripheral(profile, CUFF)
+    await device.attach(world)
+    settings = demo_settings(profile, CUFF)
+    hub = Harness(world, tmp_path, outbox, settings)
+    hub.start()
+    try:
+        await hub.wait_for_count(1)
+        await wait_until(lambda: not device.is_connected)
+    finally:
+        await hub.stop()
+    (reading,) = await hub.readings()
+    assert reading.device.serial_number == device.info.serial_number
+    assert reading.device_time is not None  # the device's own timestamp is kept
+
+
+async def test_pairing_when_required_then_records_flow(
+    world: BleWorld, tmp_path: Path, outbox: Outbox
+) -> None:
+    device = cuff()
+    device.records.append(bp_payload(120, 80, 1))
+    await device.attach(world)
+    settings = BleBloodPressureSettings(id="bp-cuff", address=CUFF, pair=True, idle_s=0.3)
+    hub = Harness(world, tmp_path, outbox, settings)
+    hub.start()
+    try:
+        await hub.wait_for_count(1)
+    finally:
+        await hub.stop()
+    assert device.paired
