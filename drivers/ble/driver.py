@@ -281,7 +281,16 @@ class BleDriver:
             await self._ctx.sink.capture(readings)
 
     def _to_readings(self, item: Notification, connected: Connected) -> list[Reading]:
-        return to_readings(item, connected.identity, connected.clock_offset_s, self._ctx)
+        readings = to_readings(item, connected.identity, connected.clock_offset_s, self._ctx)
+        user_id = getattr(self._settings, "user_id", None)
+        if user_id is None:
+            return readings
+        # A multi-user cuff or scale: only this patient's slot (reliability.md §4.4 item 4).
+        # Records without a user field come from a device that has no slots: kept.
+        kept = [r for r in readings if r.extra.get("user_id", str(user_id)) == str(user_id)]
+        if len(kept) < len(readings):
+            self._ctx.reporter.count("other_user_records", len(readings) - len(kept))
+        return kept
 
 
 def to_readings(

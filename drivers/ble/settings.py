@@ -44,6 +44,13 @@ class EpisodicBleSettings(BleSettings):
     idle_s: float = Field(
         default=5.0, gt=0, le=120, description="disconnect after this long without a record"
     )
+    user_id: int | None = Field(
+        default=None,
+        ge=0,
+        le=254,
+        description="multi-user cuffs/scales: this patient's user slot; records of other "
+        "slots (and of the unknown user 0xFF) are ignored and counted",
+    )
     rest_s: float = Field(
         default=60.0,
         ge=0,

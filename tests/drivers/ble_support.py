@@ -60,7 +60,7 @@ def make_ctx(sink: ReadingSink, reporter: RecordingReporter) -> DriverContext:
     )
 
 
-def bp_payload(systolic: int, diastolic: int, minute: int) -> bytes:
+def bp_payload(systolic: int, diastolic: int, minute: int, user_id: int | None = None) -> bytes:
     """A BP record with its own device timestamp (what makes re-sends dedupe)."""
     return ble_payloads.encode_bp_measurement(
         bp.BloodPressureMeasurement(
@@ -70,6 +70,7 @@ def bp_payload(systolic: int, diastolic: int, minute: int) -> bytes:
             unit="mmHg",
             timestamp=DateTimeFields(2026, 11, 26, 8, minute, 0),
             pulse_rate=MedFloat.of(64),
+            user_id=user_id,
         )
     )
 

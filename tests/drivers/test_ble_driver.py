@@ -399,3 +399,28 @@ async def test_pairing_when_required_then_records_flow(
     finally:
         await hub.stop()
     assert device.paired
+
+
+async def test_multi_user_cuff_keeps_only_the_patients_slot(
+    world: BleWorld, tmp_path: Path, outbox: Outbox
+) -> None:
+    device = cuff()
+    device.records += [
+        bp_payload(120, 80, 1, user_id=1),
+        bp_payload(150, 95, 2, user_id=2),  # the patient's partner uses slot 2
+        bp_payload(160, 99, 3, user_id=0xFF),  # guest measurement: anyone's
+        bp_payload(124, 81, 4, user_id=1),
+    ]
+    await device.attach(world)
+    settings = BleBloodPressureSettings(
+        id="bp-cuff", address=CUFF, user_id=1, idle_s=0.3, rest_s=60
+    )
+    hub = Harness(world, tmp_path, outbox, settings)
+    hub.start()
+    try:
+        await hub.wait_for_count(2)
+        await wait_until(lambda: not device.is_connected)
+    finally:
+        await hub.stop()
+    assert hub.reporter.counters["other_user_records"] == 2
+    assert sorted(r.value("systolic").value for r in await hub.readings()) == [120, 124]  # type: ignore[union-attr, type-var]
