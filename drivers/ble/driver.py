@@ -266,8 +266,18 @@ class BleDriver:
     ) -> None:
         interval_ns = int(getattr(self._settings, "interval_s", 60.0) * 1e9)
         last_kept_ns: int | None = None
+        stall_s = getattr(self._settings, "stall_s", 30.0)
         while True:
-            item = await queue.get()
+            try:
+                async with asyncio.timeout(stall_s):
+                    item = await queue.get()
+            except TimeoutError:
+                raise_if_cancelled()
+                # Connected but silent: a sensor off the finger/chest or a hung stack.
+                # Reconnecting is the only cure either way.
+                raise TransientDeviceError(
+                    f"stream silent for {stall_s:g} s; check the sensor is worn"
+                ) from None
             if item is None:
                 raise TransientDeviceError(f"link lost during a stream; {ADVICE_RANGE}")
             readings = self._to_readings(item, connected)

@@ -67,6 +67,9 @@ class ContinuousBleSettings(BleSettings):
     interval_s: float = Field(
         default=60.0, gt=0, le=3600, description="keep at most one sample per interval"
     )
+    stall_s: float = Field(
+        default=30.0, gt=0, le=600, description="reconnect a stream silent this long"
+    )
 
 
 class BleBloodPressureSettings(EpisodicBleSettings):
@@ -102,6 +105,9 @@ class BlePulseOximeterSettings(EpisodicBleSettings):
     )
     interval_s: float = Field(
         default=60.0, gt=0, le=3600, description="continuous mode: one sample per interval"
+    )
+    stall_s: float = Field(
+        default=30.0, gt=0, le=600, description="reconnect a stream silent this long"
     )
 
 

@@ -424,3 +424,30 @@ async def test_multi_user_cuff_keeps_only_the_patients_slot(
         await hub.stop()
     assert hub.reporter.counters["other_user_records"] == 2
     assert sorted(r.value("systolic").value for r in await hub.readings()) == [120, 124]  # type: ignore[union-attr, type-var]
+
+
+async def test_a_silent_stream_is_reconnected(
+    world: BleWorld, tmp_path: Path, outbox: Outbox
+) -> None:
+    strap = StreamingPeripheral(
+        STRAP,
+        "Strap",
+        service_uuid="180D",
+        measurement_uuid="2A37",
+        payloads=[hr_payload(70)],
+        period_s=0.05,
+    )
+    await strap.attach(world)
+    settings = BleHeartRateSettings(id="hr", address=STRAP, interval_s=0.1, stall_s=0.3)
+    hub = Harness(world, tmp_path, outbox, settings)
+    hub.start()
+    assert hub.task is not None
+    try:
+        await hub.wait_for_count(1, at_least=True)
+        strap.period_s = 3600  # still connected, no longer sending (strap taken off)
+        with pytest.raises(TransientDeviceError, match="silent"):
+            await asyncio.wait_for(hub.task, 10)
+    finally:
+        await hub.stop()
+        await strap.close()
+    assert not strap.is_connected
