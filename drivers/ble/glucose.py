@@ -24,6 +24,8 @@ from drivers._codecs.gls import (
     decode_glucose_measurement,
 )
 from drivers._codecs.racp import (
+    OpCode,
+    Operator,
     RacpResponse,
     decode_racp_response,
     encode_report_all_records,
@@ -45,6 +47,7 @@ RACP: Final = "2A52"
 MEASUREMENT: Final = 0x2A18
 CONTEXT: Final = 0x2A34
 _MAX_SEQUENCE: Final = 0xFFFF
+_REPORT_LAST_RECORD: Final = bytes((OpCode.REPORT_STORED_RECORDS, Operator.LAST_RECORD))
 # A meter with hundreds of records needs a while; ATT's own timeout is 30 s per PDU.
 _RACP_TIMEOUT_S: Final = 30.0
 
@@ -74,6 +77,8 @@ class GlucoseTransfer:
         self._driver_version = driver_version
         self._pending: tuple[GlucoseMeasurement, Notification] | None = None
         self._last: int | None = None
+        self._probing = False
+        self._probe_sequence: int | None = None
 
     async def run(self) -> None:
         """Request the records after the cursor and capture each complete one."""
@@ -83,6 +88,34 @@ class GlucoseTransfer:
             request = encode_report_all_records()
         else:
             request = encode_report_records_from(self._last + 1)
+        response = await self._procedure(request)
+        if response is not None and response.is_no_records and self._last is not None:
+            await self._check_for_reset()
+
+    async def _check_for_reset(self) -> None:
+        """Nothing after the cursor: was the meter's memory cleared (sequence restarted)?
+
+        ble-profiles.md §7.4 step 6: if the newest record's sequence is below the cursor,
+        asking for ">= cursor + 1" would miss every new record forever. Fetch all then;
+        the outbox dedupes any already captured.
+        """
+        self._probe_sequence, self._probing = None, True
+        try:
+            await self._procedure(_REPORT_LAST_RECORD)
+        finally:
+            self._probing = False
+        newest, cursor = self._probe_sequence, self._last
+        if newest is None or cursor is None or newest >= cursor:
+            return
+        self._ctx.reporter.count("glucose_meter_resets")
+        log.warning(
+            "device %s: meter sequence restarted; fetching all records", self._identity.device_id
+        )
+        self._last = None  # the first committed record rewrites the cursor
+        await self._procedure(encode_report_all_records())
+
+    async def _procedure(self, request: bytes) -> RacpResponse | None:
+        """Write one RACP request and handle values until its response (None if cut short)."""
         await self._link.write(RACP, request, response=True)
         while True:
             try:
@@ -92,19 +125,20 @@ class GlucoseTransfer:
                 raise_if_cancelled()
                 log.warning("device %s: RACP transfer stalled", self._identity.device_id)
                 self._ctx.reporter.count("racp_timeouts")
-                return
+                return None
             if item is None:
-                return  # dropped: a held record is NOT captured; the cursor stays put
-            if await self._handle(item):
-                return
+                return None  # dropped: a held record is NOT captured; the cursor stays put
+            response = await self._handle(item)
+            if response is not None:
+                return response
 
     def _on_racp(self, data: bytes) -> None:
         from drivers.ble.driver import Notification  # noqa: PLC0415 - import cycle
 
         self._queue.put_nowait(Notification(int(RACP, 16), data, self._ctx.clock.now()))
 
-    async def _handle(self, item: Notification) -> bool:
-        """Process one value; True when the procedure has ended."""
+    async def _handle(self, item: Notification) -> RacpResponse | None:
+        """Process one value; the RACP response once the procedure has ended."""
         try:
             if item.uuid16 == MEASUREMENT:
                 await self._on_measurement(decode_glucose_measurement(item.data), item)
@@ -120,9 +154,12 @@ class GlucoseTransfer:
                 item.uuid16,
                 exc.field,
             )
-        return False
+        return None
 
     async def _on_measurement(self, measurement: GlucoseMeasurement, item: Notification) -> None:
+        if self._probing:  # only looking at the newest sequence number
+            self._probe_sequence = measurement.sequence_number
+            return
         await self._flush_without_context()
         if measurement.context_follows:
             self._pending = (measurement, item)
@@ -130,6 +167,8 @@ class GlucoseTransfer:
             await self._commit(measurement, None, item)
 
     async def _on_context(self, context: GlucoseContext) -> None:
+        if self._probing:
+            return
         pending = self._pending
         if pending is None or pending[0].sequence_number != context.sequence_number:
             self._ctx.reporter.count("glucose_context_orphans")
@@ -137,14 +176,14 @@ class GlucoseTransfer:
         self._pending = None
         await self._commit(pending[0], context, pending[1])
 
-    async def _on_response(self, response: object) -> bool:
+    async def _on_response(self, response: object) -> RacpResponse | None:
         if not isinstance(response, RacpResponse):
-            return False  # a record count: informative only
+            return None  # a record count: informative only
         await self._flush_without_context()
         if not (response.is_success or response.is_no_records):
             self._ctx.reporter.count("racp_errors")
             log.warning("device %s: RACP answered %s", self._identity.device_id, response.response)
-        return True
+        return response
 
     async def _flush_without_context(self) -> None:
         # The meter promised a context and moved on without one: keep the measurement.

@@ -28,7 +28,13 @@ from bumble.core import AdvertisingData
 from bumble.gatt import Characteristic, CharacteristicValue, Service
 
 from agent.errors import DecodeError
-from drivers._codecs.racp import OpCode, RacpRequest, ResponseCode, decode_racp_request
+from drivers._codecs.racp import (
+    OpCode,
+    Operator,
+    RacpRequest,
+    ResponseCode,
+    decode_racp_request,
+)
 from drivers.emulators.ble import make_device
 from drivers.emulators.ble_payloads import encode_racp_number_of_records, encode_racp_response
 
@@ -374,6 +380,10 @@ class GlucoseMeter(EmulatedPeripheral):
             )
 
     def _select(self, request: RacpRequest) -> list[MeterRecord]:
+        if request.operator == Operator.LAST_RECORD:
+            return self.records[-1:]
+        if request.operator == Operator.FIRST_RECORD:
+            return self.records[:1]
         low = request.min_sequence if request.min_sequence is not None else 0
         high = request.max_sequence if request.max_sequence is not None else 0xFFFF
         return [r for r in self.records if low <= r.sequence <= high]

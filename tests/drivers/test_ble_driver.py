@@ -451,3 +451,34 @@ async def test_a_silent_stream_is_reconnected(
         await hub.stop()
         await strap.close()
     assert not strap.is_connected
+
+
+async def test_glucose_meter_reset_is_detected_and_new_records_fetched(
+    world: BleWorld, tmp_path: Path, outbox: Outbox
+) -> None:
+    meter = GlucoseMeter(METER, "Meter")
+    for seq in (1, 2, 3):
+        meter.add_record(MeterRecord(seq, glucose_payload(seq, 90 + seq)))
+    await meter.attach(world)
+    settings = BleGlucoseSettings(id="glucose", address=METER, idle_s=0.5, rest_s=60)
+    hub = Harness(world, tmp_path, outbox, settings)
+    hub.start()
+    try:
+        await hub.wait_for_count(3)
+        await wait_until(lambda: meter.connections_seen == 1 and not meter.is_connected)
+        await hub.stop()
+        # Memory cleared (new batteries, factory reset): sequence numbers restart at 1.
+        meter.records = [MeterRecord(1, glucose_payload(1, 180))]
+        hub.start()
+        await hub.wait_for_count(4)
+        await wait_until(lambda: meter.connections_seen == 2 and not meter.is_connected)
+    finally:
+        await hub.stop()
+    assert hub.reporter.counters["glucose_meter_resets"] == 1
+    assert meter.racp.requests[1:] == [
+        bytes.fromhex("0103010400"),  # after the cursor: nothing
+        bytes.fromhex("0106"),  # the newest record: sequence 1 < cursor 3
+        bytes.fromhex("0101"),  # so everything
+    ]
+    cursor = (tmp_path / "state" / "ble-glucose.cursor.json").read_text()
+    assert '"last_sequence": 1' in cursor
