@@ -124,7 +124,8 @@ def test_df8_frames() -> None:
 
 def test_df8_finger_out_and_flags() -> None:
     # OOT, LPRF, ARTF in byte 1; SNSF in Status2; HR 511 / SpO2 127.
-    (sample,) = NoninDf8Decoder().feed(bytes([0x80 | 0x34 | 0x03, 0x7F, 0x7F, 0x08]))
+    # A unit is believed once the next one follows it intact (sync confirmation).
+    sample, _ = NoninDf8Decoder().feed(bytes([0x80 | 0x34 | 0x03, 0x7F, 0x7F, 0x08]) + DF8_OK)
     assert sample.spo2 is None
     assert sample.pulse_rate is None
     assert sample.status == (
@@ -137,13 +138,31 @@ def test_df8_finger_out_and_flags() -> None:
     )
 
 
+def _df8(hr: int) -> bytes:
+    return bytes([0x80, hr, 0x61, 0x00])
+
+
+DF8_OK = _df8(72)
+
+
 def test_df8_dropped_byte_is_a_bad_frame_not_a_sample() -> None:
     decoder = NoninDf8Decoder()
-    # The second frame lost its SpO2 byte: 3 bytes then the next start byte.
-    stream = bytes([0x80, 0x48, 0x61, 0x00, 0x80, 0x48, 0x00, 0x80, 0x49, 0x62, 0x00])
-    assert [s.pulse_rate for s in decoder.feed(stream)] == [72, 73]
+    # The third frame lost its SpO2 byte: 3 bytes then the next start byte.
+    stream = _df8(70) + _df8(71) + _df8(72)[:2] + b"\x00" + _df8(73) + _df8(74)
+    assert [s.pulse_rate for s in decoder.feed(stream)] == [70, 71, 73, 74]
     assert decoder.stats.bad_frames == 1
     assert decoder.stats.bytes_skipped == 3
+
+
+def test_df8_noise_that_looks_like_a_frame_is_not_believed_alone() -> None:
+    decoder = NoninDf8Decoder()
+    # After noise, a frame-shaped run followed by more noise is never a sample; the
+    # first real frame is believed once the second follows it, then frames flow.
+    assert decoder.feed(b"\x13\x85\x20\x1f\x00\x07\x99" + _df8(70)) == []
+    assert [s.pulse_rate for s in decoder.feed(_df8(71))] == [70, 71]
+    assert [s.pulse_rate for s in decoder.feed(_df8(72))] == [72]
+    assert decoder.stats.bad_frames == 2  # the frame-shaped run, and 0x99 cut short
+    assert decoder.stats.bytes_skipped == 7
 
 
 # --- Nonin DF13 ------------------------------------------------------------------------
@@ -247,7 +266,8 @@ def test_contec_v5_packages() -> None:
 
 
 def test_contec_v5_probe_error_is_missing_and_sensor_off() -> None:
-    (sample,) = ContecV5Decoder().feed(bytes([0x96, 0x40, 0x35, 0x00, 0x00]))
+    ok = bytes([0x86, 0x10, 0x05, 0x48, 0x61])
+    sample, _ = ContecV5Decoder().feed(bytes([0x96, 0x40, 0x35, 0x00, 0x00]) + ok)
     assert (sample.spo2, sample.pulse_rate) == (None, None)
     assert sample.status == (
         "pulse_rate_missing",
@@ -260,8 +280,9 @@ def test_contec_v5_probe_error_is_missing_and_sensor_off() -> None:
 
 def test_contec_v5_short_package_is_dropped() -> None:
     decoder = ContecV5Decoder()
-    samples = decoder.feed(bytes([0x86, 0x10, 0x05, 0x48, 0x86, 0x10, 0x05, 0x49, 0x60]))
-    assert [s.pulse_rate for s in samples] == [73]
+    short, ok = bytes([0x86, 0x10, 0x05, 0x48]), bytes([0x86, 0x10, 0x05, 0x49, 0x60])
+    samples = decoder.feed(short + ok + ok)
+    assert [s.pulse_rate for s in samples] == [73, 73]
     assert decoder.stats.bad_frames == 1
 
 

@@ -106,7 +106,7 @@ def test_resync_after_a_cut_in_the_middle_of_a_unit(protocol: str) -> None:
 
 @pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
 @settings(
-    max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(data=st.binary(max_size=200), cut=st.integers(min_value=0, max_value=200))
 def test_arbitrary_bytes_never_raise(protocol: str, data: bytes, cut: int) -> None:
