@@ -331,6 +331,8 @@ class Publisher:
             ends: set[asyncio.Future[Any]] = {feeder, link.closed, stop}
             await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
+            if link.closed.done():
+                self._health.publish.connection = "offline"
             if self._stop.is_set() and link.is_connected:
                 await self._goodbye(link, self._close_timeout_s)
         finally:
