@@ -38,11 +38,10 @@ from drivers.ble.settings import (
 )
 from drivers.emulators import ble_payloads
 from drivers.emulators.ble import BleWorld
+from drivers.emulators.ble_glucose_meter import GlucoseMeter, MeterRecord
 from drivers.emulators.ble_peripherals import (
     DeviceInfo,
     EmulatedPeripheral,
-    GlucoseMeter,
-    MeterRecord,
     StoredRecordsPeripheral,
     StreamingPeripheral,
 )

@@ -10,7 +10,8 @@ Behaviours tests rely on, each modelled on real devices (ble-profiles.md §3.4, 
 - ``StoredRecordsPeripheral`` (BP cuff, thermometer, scale, spot-check oximeter) RE-SENDS
   every stored record as indications each time the hub subscribes, like cuffs do;
 - ``StreamingPeripheral`` (heart rate, PLX continuous) notifies at ``period_s``;
-- ``GlucoseMeter`` answers RACP "report records >= N" / "number of records" / abort;
+- ``GlucoseMeter`` (ble_glucose_meter.py) answers RACP "report records >= N",
+  "number of records" and abort;
 - any of them can drop the link from the peripheral side after N records
   (``drop_after_records``), stop/start advertising and change its serial number.
 """
@@ -20,23 +21,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from bumble.core import AdvertisingData
 from bumble.gatt import Characteristic, CharacteristicValue, Service
 
-from agent.errors import DecodeError
-from drivers._codecs.racp import (
-    OpCode,
-    Operator,
-    RacpRequest,
-    ResponseCode,
-    decode_racp_request,
-)
 from drivers.emulators.ble import make_device
-from drivers.emulators.ble_payloads import encode_racp_number_of_records, encode_racp_response
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -228,7 +220,41 @@ class EmulatedPeripheral:
             await self.drop_link()
 
 
-class StoredRecordsPeripheral(EmulatedPeripheral):
+class _MeasurementPeripheral(EmulatedPeripheral):
+    """A profile service with one measurement characteristic; subclasses say what to send."""
+
+    def __init__(
+        self,
+        address: str,
+        name: str,
+        *,
+        service_uuid: str,
+        measurement_uuid: str,
+        properties: Characteristic.Properties,
+        info: DeviceInfo | None = None,
+    ) -> None:
+        """Configure the profile's service and its measurement characteristic."""
+        super().__init__(address, name, info)
+        self.service_uuid = service_uuid
+        self.measurement: Characteristic[bytes] = Characteristic(
+            measurement_uuid, properties, _READABLE, b""
+        )
+        self.measurement.on("subscription", self._on_subscription)
+
+    def profile_characteristics(self) -> list[Characteristic[Any]]:
+        """The measurement characteristic."""
+        return [self.measurement]
+
+    def _on_subscription(self, _bearer: Any, notify: bool, indicate: bool) -> None:  # noqa: ANN401
+        if notify or indicate:
+            self.on_subscribed()
+
+    def on_subscribed(self) -> None:
+        """The hub enabled notifications or indications."""
+        raise NotImplementedError
+
+
+class StoredRecordsPeripheral(_MeasurementPeripheral):
     """Indicates all stored records on every subscription, then any new ones.
 
     Models BP cuffs, thermometers, scales and spot-check oximeters, which burst their
@@ -244,20 +270,20 @@ class StoredRecordsPeripheral(EmulatedPeripheral):
         measurement_uuid: str,
         info: DeviceInfo | None = None,
     ) -> None:
-        """Configure the profile's service and its indicated measurement characteristic."""
-        super().__init__(address, name, info)
-        self.service_uuid = service_uuid
+        """An empty memory; tests and demos fill ``records``."""
+        super().__init__(
+            address,
+            name,
+            service_uuid=service_uuid,
+            measurement_uuid=measurement_uuid,
+            properties=_I,
+            info=info,
+        )
         self.records: list[bytes] = []
-        self.measurement = Characteristic(measurement_uuid, _I, _READABLE, b"")
 
-    def profile_characteristics(self) -> list[Characteristic[Any]]:
-        """The measurement characteristic (indicate)."""
-        self.measurement.on("subscription", self._on_subscription)
-        return [self.measurement]
-
-    def _on_subscription(self, _bearer: Any, notify: bool, indicate: bool) -> None:  # noqa: ANN401
-        if indicate or notify:
-            self._spawn(self._send_stored())
+    def on_subscribed(self) -> None:
+        """Burst the whole memory."""
+        self._spawn(self._send_stored())
 
     async def _send_stored(self) -> None:
         for payload in list(self.records):
@@ -271,8 +297,8 @@ class StoredRecordsPeripheral(EmulatedPeripheral):
             await self._send(self.measurement, payload, indicate=True)
 
 
-class StreamingPeripheral(EmulatedPeripheral):
-    """Notifies ``next_payload()`` every ``period_s`` while the hub is subscribed."""
+class StreamingPeripheral(_MeasurementPeripheral):
+    """Notifies ``payloads`` in turn, every ``period_s``, while the hub is subscribed."""
 
     def __init__(
         self,
@@ -286,20 +312,21 @@ class StreamingPeripheral(EmulatedPeripheral):
         info: DeviceInfo | None = None,
     ) -> None:
         """``payloads`` are sent in turn, cycling."""
-        super().__init__(address, name, info)
-        self.service_uuid = service_uuid
+        super().__init__(
+            address,
+            name,
+            service_uuid=service_uuid,
+            measurement_uuid=measurement_uuid,
+            properties=_N,
+            info=info,
+        )
         self.payloads = payloads
         self.period_s = period_s
-        self.measurement = Characteristic(measurement_uuid, _N, _READABLE, b"")
         self._streaming: asyncio.Task[None] | None = None
 
-    def profile_characteristics(self) -> list[Characteristic[Any]]:
-        """The measurement characteristic (notify)."""
-        self.measurement.on("subscription", self._on_subscription)
-        return [self.measurement]
-
-    def _on_subscription(self, _bearer: Any, notify: bool, indicate: bool) -> None:  # noqa: ANN401
-        if (notify or indicate) and (self._streaming is None or self._streaming.done()):
+    def on_subscribed(self) -> None:
+        """Start the stream (once)."""
+        if self._streaming is None or self._streaming.done():
             self._streaming = asyncio.get_running_loop().create_task(self._stream())
             self._tasks.add(self._streaming)
 
@@ -311,101 +338,3 @@ class StreamingPeripheral(EmulatedPeripheral):
                 return
             index += 1
             await asyncio.sleep(self.period_s)
-
-
-@dataclass
-class MeterRecord:
-    """One stored glucose record: its sequence number, measurement and optional context."""
-
-    sequence: int
-    measurement: bytes
-    context: bytes | None = None
-
-
-@dataclass
-class _RacpState:
-    busy: bool = False
-    aborted: bool = False
-    requests: list[bytes] = field(default_factory=list)
-
-
-class GlucoseMeter(EmulatedPeripheral):
-    """Glucose Service 0x1808 with stored records and a Record Access Control Point."""
-
-    service_uuid = "1808"
-
-    def __init__(self, address: str, name: str, info: DeviceInfo | None = None) -> None:
-        """An empty meter; tests add records with ``add_record``."""
-        super().__init__(address, name, info)
-        self.records: list[MeterRecord] = []
-        self.racp = _RacpState()
-        self.measurement = Characteristic("2A18", _N, _READABLE, b"")
-        self.context = Characteristic("2A34", _N, _READABLE, b"")
-        self.feature = Characteristic("2A51", _R, _READABLE, b"\x00\x00")
-        self.control_point: Characteristic[bytes] = Characteristic(
-            "2A52", _W | _I, _RW, CharacteristicValue(write=self._on_racp_write)
-        )
-
-    def profile_characteristics(self) -> list[Characteristic[Any]]:
-        """Measurement, context, feature and RACP."""
-        return [self.measurement, self.context, self.feature, self.control_point]
-
-    def add_record(self, record: MeterRecord) -> None:
-        """Store a record (a meter does not push it: the hub asks through RACP)."""
-        self.records.append(record)
-
-    def _on_racp_write(self, _conn: Connection, value: bytes) -> None:
-        self.racp.requests.append(bytes(value))
-        self._spawn(self._handle_racp(bytes(value)))
-
-    async def _handle_racp(self, request: bytes) -> None:
-        try:
-            decoded = decode_racp_request(request)
-        except DecodeError:
-            op = request[0] if request else 0
-            await self._respond(encode_racp_response(op, ResponseCode.OPERATOR_NOT_SUPPORTED))
-            return
-        if decoded.op_code == OpCode.ABORT_OPERATION:
-            self.racp.aborted = True
-            await self._respond(encode_racp_response(OpCode.ABORT_OPERATION, ResponseCode.SUCCESS))
-            return
-        selected = self._select(decoded)
-        if decoded.op_code == OpCode.REPORT_NUMBER_OF_RECORDS:
-            await self._respond(encode_racp_number_of_records(len(selected)))
-        elif decoded.op_code == OpCode.REPORT_STORED_RECORDS:
-            await self._report(selected)
-        else:  # this meter never deletes: a patient's meter is not ours to clear
-            await self._respond(
-                encode_racp_response(decoded.op_code, ResponseCode.OP_CODE_NOT_SUPPORTED)
-            )
-
-    def _select(self, request: RacpRequest) -> list[MeterRecord]:
-        if request.operator == Operator.LAST_RECORD:
-            return self.records[-1:]
-        if request.operator == Operator.FIRST_RECORD:
-            return self.records[:1]
-        low = request.min_sequence if request.min_sequence is not None else 0
-        high = request.max_sequence if request.max_sequence is not None else 0xFFFF
-        return [r for r in self.records if low <= r.sequence <= high]
-
-    async def _report(self, selected: list[MeterRecord]) -> None:
-        self.racp.busy, self.racp.aborted = True, False
-        try:
-            for record in selected:
-                if self.racp.aborted:
-                    return
-                if not await self._send(self.measurement, record.measurement, indicate=False):
-                    return
-                if record.context is not None and not await self._send(
-                    self.context, record.context, indicate=False
-                ):
-                    return
-            code = ResponseCode.SUCCESS if selected else ResponseCode.NO_RECORDS_FOUND
-            await self._respond(encode_racp_response(OpCode.REPORT_STORED_RECORDS, code))
-        finally:
-            self.racp.busy = False
-
-    async def _respond(self, pdu: bytes) -> None:
-        device = self._require()
-        if device.connections:
-            await device.indicate_subscribers(self.control_point, pdu)

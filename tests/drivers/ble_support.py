@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import pytest
 
 from agent.clock import SystemClock
+from agent.outbox import Outbox
 from agent.readings import PatientBinding
 from drivers._codecs import bp, gls, hrs
 from drivers._codecs.ieee11073 import DateTimeFields, MedFloat
 from drivers.base import DeviceState, DriverContext, ReadingSink
+from drivers.ble.driver import build
 from drivers.emulators import ble_payloads
+from drivers.emulators.ble import BleWorld
 
 if TYPE_CHECKING:
-    from agent.readings import DeviceIdentity
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+    from agent.readings import DeviceIdentity, Reading
+    from drivers.ble.driver import BleDriver
+    from drivers.emulators.ble_peripherals import EmulatedPeripheral
 
 PATIENT = PatientBinding(patient_id="patient-test-1", binding_version=3)
 
@@ -105,3 +117,76 @@ async def wait_until(predicate: object, timeout_s: float = 10.0) -> None:
     async with asyncio.timeout(timeout_s):
         while not predicate():  # type: ignore[operator]
             await asyncio.sleep(0.01)
+
+
+@pytest.fixture(name="world")
+async def world_fixture() -> AsyncIterator[BleWorld]:
+    """An in-process radio with the hub's central scanning."""
+    radio = BleWorld()
+    await radio.start()
+    yield radio
+    await radio.close()
+
+
+@pytest.fixture(name="outbox")
+async def outbox_fixture(tmp_path: Path) -> AsyncIterator[Outbox]:
+    """A real Outbox (SQLite, WAL) in the test's directory."""
+    box = await Outbox.open(tmp_path / "outbox.db")
+    yield box
+    await box.close()
+
+
+class Harness:
+    """A driver running as a task against the world, with a real Outbox and a reporter."""
+
+    def __init__(self, world: BleWorld, tmp_path: Path, outbox: Outbox, settings: Any) -> None:
+        self.reporter = RecordingReporter()
+        self.outbox = outbox
+        self.make = functools.partial(
+            build,
+            settings,
+            make_ctx(outbox, self.reporter),
+            link_factory=world.link_factory,
+            scanner_factory=world.scanner_factory,
+            state_dir=tmp_path / "state",
+        )
+        self.driver: BleDriver = self.make()
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.driver = self.make()
+        self.task = asyncio.get_running_loop().create_task(self.driver.run())
+
+    async def stop(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        await self.driver.close()
+
+    async def one_session(self, count: int, device: EmulatedPeripheral) -> None:
+        """Run until ``count`` readings are stored and the device is released, then stop."""
+        self.start()
+        try:
+            await self.wait_for_count(count)
+            await wait_until(lambda: not device.is_connected)
+        finally:
+            await self.stop()
+
+    async def systolics(self) -> list[float]:
+        found = [r.value("systolic") for r in await self.readings()]
+        return sorted(float(q.value) for q in found if q is not None and q.value is not None)
+
+    async def readings(self) -> list[Reading]:
+        return [r.reading for r in await self.outbox.list_readings(state="pending")]
+
+    async def wait_for_count(self, n: int, *, at_least: bool = False) -> None:
+        async with asyncio.timeout(10):
+            while True:
+                count = len(await self.readings())
+                if count == n or (at_least and count > n):
+                    return
+                await asyncio.sleep(0.02)
+
+    def state_names(self) -> list[str]:
+        return [s.value for s, _ in self.reporter.states]

@@ -7,46 +7,36 @@ bumble central on an in-process LocalLink (BlueZ cannot run here).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 from agent.errors import PermanentDeviceError, TransientDeviceError
 from agent.outbox import Outbox
 from drivers.base import DeviceState
-from drivers.ble.driver import build
 from drivers.ble.settings import (
     BleBloodPressureSettings,
-    BleGlucoseSettings,
     BleHeartRateSettings,
 )
 from drivers.emulators.ble import BleWorld
 from drivers.emulators.ble_cli import demo_peripheral, demo_settings
 from drivers.emulators.ble_peripherals import (
     DeviceInfo,
-    GlucoseMeter,
-    MeterRecord,
     StoredRecordsPeripheral,
     StreamingPeripheral,
 )
 from tests.drivers.ble_support import (
-    RecordingReporter,
+    Harness,
     bp_payload,
-    glucose_context,
-    glucose_payload,
     hr_payload,
-    make_ctx,
+    outbox_fixture,  # noqa: F401 - provides the `outbox` fixture
     wait_until,
+    world_fixture,  # noqa: F401 - provides the `world` fixture
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
     from pathlib import Path
 
-    from agent.readings import Reading
-    from drivers.ble.driver import BleDriver
 
 pytestmark = pytest.mark.bumble
 
@@ -54,21 +44,6 @@ CUFF = "A4:C1:38:00:00:01"
 OTHER_CUFF = "A4:C1:38:00:00:99"
 METER = "A4:C1:38:00:00:02"
 STRAP = "A4:C1:38:00:00:03"
-
-
-@pytest.fixture
-async def world() -> AsyncIterator[BleWorld]:
-    radio = BleWorld()
-    await radio.start()
-    yield radio
-    await radio.close()
-
-
-@pytest.fixture
-async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
-    box = await Outbox.open(tmp_path / "outbox.db")
-    yield box
-    await box.close()
 
 
 def cuff(address: str = CUFF, serial: str = "SN0001") -> StoredRecordsPeripheral:
@@ -79,49 +54,6 @@ def cuff(address: str = CUFF, serial: str = "SN0001") -> StoredRecordsPeripheral
         measurement_uuid="2A35",
         info=DeviceInfo(serial_number=serial),
     )
-
-
-class Harness:
-    """A driver running as a task against the world, with a real Outbox and a reporter."""
-
-    def __init__(self, world: BleWorld, tmp_path: Path, outbox: Outbox, settings: Any) -> None:
-        self.reporter = RecordingReporter()
-        self.outbox = outbox
-        self.make = functools.partial(
-            build,
-            settings,
-            make_ctx(outbox, self.reporter),
-            link_factory=world.link_factory,
-            scanner_factory=world.scanner_factory,
-            state_dir=tmp_path / "state",
-        )
-        self.driver: BleDriver = self.make()
-        self.task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self.driver = self.make()
-        self.task = asyncio.get_running_loop().create_task(self.driver.run())
-
-    async def stop(self) -> None:
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-        await self.driver.close()
-
-    async def readings(self) -> list[Reading]:
-        return [r.reading for r in await self.outbox.list_readings(state="pending")]
-
-    async def wait_for_count(self, n: int, *, at_least: bool = False) -> None:
-        async with asyncio.timeout(10):
-            while True:
-                count = len(await self.readings())
-                if count == n or (at_least and count > n):
-                    return
-                await asyncio.sleep(0.02)
-
-    def state_names(self) -> list[str]:
-        return [s.value for s, _ in self.reporter.states]
 
 
 async def test_bp_stored_records_arrive_once_across_connections(
@@ -170,8 +102,7 @@ async def test_link_dropped_mid_transfer_loses_and_duplicates_nothing(
     finally:
         await hub.stop()
     assert device.connections_seen >= 2
-    systolics = sorted(float(r.value("systolic").value or 0) for r in await hub.readings())  # type: ignore[union-attr]
-    assert systolics == [110, 111, 112, 113, 114]
+    assert await hub.systolics() == [110, 111, 112, 113, 114]
 
 
 async def test_unbound_device_is_ignored_and_counted(
@@ -212,59 +143,6 @@ async def test_serial_mismatch_is_refused_with_error_state(
     assert "expected SN0001, device reports SN9999" in reason
     assert await hub.readings() == []
     assert not device.is_connected  # the connection was released
-
-
-async def test_glucose_racp_resumes_after_cursor_across_restart(
-    world: BleWorld, tmp_path: Path, outbox: Outbox
-) -> None:
-    meter = GlucoseMeter(METER, "Meter")
-    meter.add_record(MeterRecord(1, glucose_payload(1, 95)))
-    meter.add_record(
-        MeterRecord(2, glucose_payload(2, 140, context_follows=True), glucose_context(2))
-    )
-    await meter.attach(world)
-    # rest_s keeps the first driver from reconnecting before the "restart" below.
-    settings = BleGlucoseSettings(id="glucose", address=METER, idle_s=0.5, rest_s=60)
-    hub = Harness(world, tmp_path, outbox, settings)
-    hub.start()
-    try:
-        await hub.wait_for_count(2)
-        # The transfer ends at the RACP response; the meter is then released.
-        await wait_until(lambda: meter.connections_seen == 1 and not meter.is_connected)
-        await hub.stop()  # the agent restarts: a new driver instance, same state dir
-        meter.add_record(MeterRecord(3, glucose_payload(3, 101)))
-        hub.start()
-        await hub.wait_for_count(3)
-        await wait_until(lambda: len(meter.racp.requests) >= 2)
-    finally:
-        await hub.stop()
-    # The first request asks for all records; after the restart only those after 2.
-    assert meter.racp.requests[0] == bytes.fromhex("0101")
-    assert meter.racp.requests[1] == bytes.fromhex("0103010300")
-    assert [r.device_seq for r in await hub.readings()] == [1, 2, 3]
-
-
-async def test_glucose_drop_between_record_and_context_commits_nothing_partial(
-    world: BleWorld, tmp_path: Path, outbox: Outbox
-) -> None:
-    meter = GlucoseMeter(METER, "Meter")
-    meter.add_record(MeterRecord(1, glucose_payload(1, 95)))
-    meter.add_record(
-        MeterRecord(2, glucose_payload(2, 140, context_follows=True), glucose_context(2))
-    )
-    meter.drop_after_records = 2  # after record 1 and record 2's measurement, before context
-    await meter.attach(world)
-    settings = BleGlucoseSettings(id="glucose", address=METER, idle_s=0.5, rest_s=0.1)
-    hub = Harness(world, tmp_path, outbox, settings)
-    hub.start()
-    try:
-        await wait_until(lambda: len(meter.racp.requests) >= 2)
-        await hub.wait_for_count(2)
-    finally:
-        await hub.stop()
-    # Record 2 came back whole on the second connection, asked for from sequence 2.
-    assert meter.racp.requests[1] == bytes.fromhex("0103010200")
-    assert [r.device_seq for r in await hub.readings()] == [1, 2]
 
 
 async def test_heart_rate_stream_is_thinned_to_interval(
@@ -331,14 +209,9 @@ async def test_malformed_record_is_counted_and_skipped_not_fatal(
     await device.attach(world)
     settings = BleBloodPressureSettings(id="bp-cuff", address=CUFF, idle_s=0.3, rest_s=60)
     hub = Harness(world, tmp_path, outbox, settings)
-    hub.start()
-    try:
-        await hub.wait_for_count(2)
-        await wait_until(lambda: not device.is_connected)
-    finally:
-        await hub.stop()
+    await hub.one_session(2, device)
     assert hub.reporter.counters["decode_errors"] == 1
-    assert sorted(r.value("systolic").value for r in await hub.readings()) == [120, 130]  # type: ignore[union-attr, type-var]
+    assert await hub.systolics() == [120, 130]
 
 
 async def test_serial_changed_since_install_is_refused_on_the_next_connection(
@@ -374,12 +247,7 @@ async def test_other_episodic_profiles_capture_their_record_once(
     await device.attach(world)
     settings = demo_settings(profile, CUFF)
     hub = Harness(world, tmp_path, outbox, settings)
-    hub.start()
-    try:
-        await hub.wait_for_count(1)
-        await wait_until(lambda: not device.is_connected)
-    finally:
-        await hub.stop()
+    await hub.one_session(1, device)
     (reading,) = await hub.readings()
     assert reading.device.serial_number == device.info.serial_number
     assert reading.device_time is not None  # the device's own timestamp is kept
@@ -416,14 +284,9 @@ async def test_multi_user_cuff_keeps_only_the_patients_slot(
         id="bp-cuff", address=CUFF, user_id=1, idle_s=0.3, rest_s=60
     )
     hub = Harness(world, tmp_path, outbox, settings)
-    hub.start()
-    try:
-        await hub.wait_for_count(2)
-        await wait_until(lambda: not device.is_connected)
-    finally:
-        await hub.stop()
+    await hub.one_session(2, device)
     assert hub.reporter.counters["other_user_records"] == 2
-    assert sorted(r.value("systolic").value for r in await hub.readings()) == [120, 124]  # type: ignore[union-attr, type-var]
+    assert await hub.systolics() == [120, 124]
 
 
 async def test_a_silent_stream_is_reconnected(
@@ -451,34 +314,3 @@ async def test_a_silent_stream_is_reconnected(
         await hub.stop()
         await strap.close()
     assert not strap.is_connected
-
-
-async def test_glucose_meter_reset_is_detected_and_new_records_fetched(
-    world: BleWorld, tmp_path: Path, outbox: Outbox
-) -> None:
-    meter = GlucoseMeter(METER, "Meter")
-    for seq in (1, 2, 3):
-        meter.add_record(MeterRecord(seq, glucose_payload(seq, 90 + seq)))
-    await meter.attach(world)
-    settings = BleGlucoseSettings(id="glucose", address=METER, idle_s=0.5, rest_s=60)
-    hub = Harness(world, tmp_path, outbox, settings)
-    hub.start()
-    try:
-        await hub.wait_for_count(3)
-        await wait_until(lambda: meter.connections_seen == 1 and not meter.is_connected)
-        await hub.stop()
-        # Memory cleared (new batteries, factory reset): sequence numbers restart at 1.
-        meter.records = [MeterRecord(1, glucose_payload(1, 180))]
-        hub.start()
-        await hub.wait_for_count(4)
-        await wait_until(lambda: meter.connections_seen == 2 and not meter.is_connected)
-    finally:
-        await hub.stop()
-    assert hub.reporter.counters["glucose_meter_resets"] == 1
-    assert meter.racp.requests[1:] == [
-        bytes.fromhex("0103010400"),  # after the cursor: nothing
-        bytes.fromhex("0106"),  # the newest record: sequence 1 < cursor 3
-        bytes.fromhex("0101"),  # so everything
-    ]
-    cursor = (tmp_path / "state" / "ble-glucose.cursor.json").read_text()
-    assert '"last_sequence": 1' in cursor

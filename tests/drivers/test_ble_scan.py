@@ -10,19 +10,12 @@ import pytest
 from drivers.ble.scan import Found, format_found, scan, scan_main
 from drivers.emulators.ble import BleWorld
 from drivers.emulators.ble_cli import demo_peripheral
+from tests.drivers.ble_support import world_fixture  # noqa: F401 - provides `world`
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    pass
 
 pytestmark = pytest.mark.bumble
-
-
-@pytest.fixture
-async def world() -> AsyncIterator[BleWorld]:
-    radio = BleWorld()
-    await radio.start()
-    yield radio
-    await radio.close()
 
 
 async def test_scan_lists_health_devices_with_their_driver(world: BleWorld) -> None:
