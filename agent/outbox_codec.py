@@ -22,7 +22,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from agent.clock import HubTime, TimeSource
 from agent.readings import Cadence, DeviceIdentity, Kind, PatientBinding, Quantity, Reading
@@ -40,6 +40,11 @@ _DEVICE_FIELDS: Final = DeviceIdentity.__slots__
 _ZERO_PREFIX: Final = bytes(8)
 _JSON_SEPARATORS: Final = (",", ":")
 _ENCODER: Final = json.JSONEncoder(separators=_JSON_SEPARATORS)
+# JSON text of the short strings a plain sample repeats (kind, quantity names, units,
+# time source): quoted once, not per reading. Bounded: cleared when it grows past this.
+_QUOTED: dict[str, str] = {}
+_QUOTED_MAX: Final = 4096
+_JSON_BOOL: Final = {True: "true", False: "false"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,15 +57,18 @@ class ReadingContext:
     boot_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class EncodedReading:
-    """One reading ready for an INSERT: every field is what the row stores."""
+class EncodedReading(NamedTuple):
+    """One reading ready for an INSERT: every field is what the row stores.
+
+    A tuple, not a dataclass: building a frozen dataclass costs several times more, and
+    one is built per captured reading.
+    """
 
     natural_key_hash: bytes
     reading_id: bytes
     cadence: int
     context_json: str
-    body: str
+    body: str  # ASCII only (JSON with escapes), so its length in characters is in bytes
 
 
 def context_of(reading: Reading) -> ReadingContext:
@@ -160,6 +168,68 @@ def _encode_body(reading: Reading, is_id_form: bool, received_field: int | str) 
     return _ENCODER.encode(fields)
 
 
+def _quoted(text: object) -> str | None:
+    """JSON for a string (cached), or None for anything else (the caller falls back)."""
+    if not isinstance(text, str):
+        return None
+    hit = _QUOTED.get(text)
+    if hit is None:
+        if len(_QUOTED) >= _QUOTED_MAX:
+            _QUOTED.clear()
+        hit = _QUOTED[str(text)] = _ENCODER.encode(str(text))
+    return hit
+
+
+def _number(value: object) -> str | None:
+    """JSON for a quantity's value as the json module writes it, or None to fall back."""
+    if value is None:
+        return "null"
+    if type(value) is float:
+        # NaN and infinities (not JSON numbers) go the general way.
+        return float.__repr__(value) if value - value == 0.0 else None
+    if type(value) is int:
+        return int.__repr__(value)
+    return None  # bool, subclasses, anything unexpected
+
+
+def _quantity_json(quantity: Quantity) -> str | None:
+    name, unit, number = _quoted(quantity.name), _quoted(quantity.unit), _number(quantity.value)
+    special = "null" if quantity.special is None else _quoted(quantity.special)
+    if name is None or unit is None or number is None or special is None:
+        return None
+    return f"[{name},{number},{unit},{special}]"
+
+
+def _plain_sample_body(reading: Reading, received_field: int | str) -> str | None:
+    """The body of a plain stream sample, formatted directly; None when not that shape.
+
+    Produces exactly the text ``_encode_body`` would (a test compares them) for a reading
+    whose body has no tail; the general path handles everything else.
+    """
+    received = reading.received
+    if (
+        reading.device_time is not None
+        or reading.device_seq is not None
+        or reading.device_clock_offset_s is not None
+        or reading.time_flags
+        or reading.status
+        or reading.extra
+        or reading.effective_time is not received.utc
+        or type(received_field) is not int
+        or type(received.monotonic_ns) is not int
+        or type(received.clock_synced) is not bool
+    ):
+        return None
+    kind, source = _quoted(reading.kind), _quoted(reading.time_source)
+    values = [_quantity_json(q) for q in reading.values]
+    if kind is None or source is None or None in values:
+        return None
+    return (
+        f"[{kind},[{','.join(values)}],{received_field},"  # type: ignore[arg-type]
+        f"{received.monotonic_ns},{_JSON_BOOL[received.clock_synced]},{source}]"
+    )
+
+
 def encode_body(reading: Reading) -> str:
     """The per-reading fields as compact JSON (derivable fields stored as null)."""
     is_id_form = reading.natural_key == _id_form_key(reading)
@@ -170,12 +240,15 @@ def encode_reading(reading: Reading, context_json: str) -> EncodedReading:
     """Everything the INSERT needs; ``context_json`` is ``encode_context`` (cached by caller)."""
     is_id_form = reading.natural_key == _id_form_key(reading)
     received_field = _utc_field(reading.received.utc)
+    body = _plain_sample_body(reading, received_field) if is_id_form else None
+    if body is None:
+        body = _encode_body(reading, is_id_form, received_field)
     return EncodedReading(
-        natural_key_hash=_natural_key_hash(reading, is_id_form, received_field),
-        reading_id=reading.reading_id.bytes,
-        cadence=CADENCE_CODES[reading.cadence],
-        context_json=context_json,
-        body=_encode_body(reading, is_id_form, received_field),
+        _natural_key_hash(reading, is_id_form, received_field),
+        reading.reading_id.bytes,
+        CADENCE_CODES[reading.cadence],
+        context_json,
+        body,
     )
 
 

@@ -56,10 +56,23 @@ REQUEUE_ALL_SQL: Final = (
     "UPDATE readings SET state = 0, reject_reason = NULL, state_at_us = NULL WHERE state = 3"
 )
 _LOOKUP_CHUNK: Final = 500  # natural keys per IN (...) look-up, below SQLite's variable limit
-_INSERT_ROW: Final = (
-    "INSERT INTO readings(seq, state, cadence, context, reading_id) VALUES (?, 0, ?, ?, ?)"
+# Each capture group is inserted by ONE statement per table, whatever its size: SQLite loops
+# over the rows in C (with the GIL released) instead of Python binding every row. The rows
+# arrive packed: reading ids as one blob of 16-byte slices, natural keys as 24-byte
+# slices, bodies (ASCII) space-padded to one width, and cadence + context as a JSON list
+# of small integers (context id * 2 + cadence code).
+_INSERT_ROWS: Final = (
+    "INSERT INTO readings(seq, state, cadence, context, reading_id) "
+    "SELECT ?1 + key, 0, value & 1, value >> 1, substr(?2, key * 16 + 1, 16) FROM json_each(?3)"
 )
-_INSERT_BODY: Final = "INSERT INTO bodies(seq, natural_key, body) VALUES (?, ?, ?)"
+_INSERT_BODIES: Final = (
+    "WITH RECURSIVE i(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM i WHERE n + 1 < ?2) "
+    "INSERT INTO bodies(seq, natural_key, body) "
+    "SELECT ?1 + n, substr(?3, n * 24 + 1, 24), rtrim(CAST(substr(?4, n * ?5 + 1, ?5) AS TEXT)) "
+    "FROM i"
+)
+_KEY_BYTES: Final = 24
+_ID_BYTES: Final = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,17 +220,18 @@ class OutboxStore:
     # -- writes (group commit) ---------------------------------------------------
 
     def apply(self, ops: Sequence[Write]) -> list[tuple[int, int]]:
-        """Run every write in ONE transaction, in order.
+        """Run every write in ONE transaction.
 
         Returns, per write: (stored, duplicates) for a capture, (rows changed, 0) for a
-        state change. The in-memory counts change only once the COMMIT returned.
+        state change. The in-memory counts change only once the COMMIT returned. State
+        changes run first, then every capture's rows together in their order: a state
+        change only touches rows committed earlier, so the two never meet.
         """
         new_contexts: dict[str, int] = {}
-        results: list[tuple[int, int]] = []
+        changes: list[tuple[int, int]] = []  # (rows changed, 0) per state change
         counts = dict(self.counts)
+        captures = [op for op in ops if not isinstance(op, StateChange)]
         with self._transaction("write"):
-            seen = self._known_keys(ops)
-            first_seq = next_seq = self.last_seq() + 1
             for op in ops:
                 if isinstance(op, StateChange):
                     before = self._conn.total_changes
@@ -225,54 +239,89 @@ class OutboxStore:
                     changed = self._conn.total_changes - before
                     counts[op.from_state] -= changed
                     counts[op.to_state] += changed
-                    results.append((changed, 0))
-                    continue
-                fresh = _without_seen(op, seen)
-                self._insert(fresh, next_seq, new_contexts)
-                next_seq += len(fresh)
-                counts[PENDING] += len(fresh)
-                results.append((len(fresh), len(op) - len(fresh)))
+                    changes.append((changed, 0))
+            captured = self._insert_captures(captures, new_contexts)
+            counts[PENDING] += sum(stored for stored, _ in captured)
             # Only new rows can overflow the capacity; a state change never evicts.
             eviction = None
-            if next_seq > first_seq:
+            if any(stored for stored, _ in captured):
                 eviction = make_room(self._conn, counts, self.capacity_readings)
         for body, context_id in new_contexts.items():
             self._context_ids[body] = context_id
             self._contexts[context_id] = decode_context(body)
         self.counts = counts
-        self.duplicates_total += sum(
-            dups for op, (_, dups) in zip(ops, results, strict=True) if isinstance(op, list)
-        )
+        self.duplicates_total += sum(dups for _, dups in captured)
         if eviction is not None:
             self._report_eviction(eviction)
-        return results
+        by_change, by_capture = iter(changes), iter(captured)
+        return [next(by_change if isinstance(op, StateChange) else by_capture) for op in ops]
 
-    def _insert(
-        self, fresh: Sequence[EncodedReading], first_seq: int, new_contexts: dict[str, int]
-    ) -> None:
+    def _insert_captures(
+        self, captures: Sequence[Sequence[EncodedReading]], new_contexts: dict[str, int]
+    ) -> list[tuple[int, int]]:
+        """Insert every capture's new readings; (stored, duplicates) per capture."""
+        rows = [enc for op in captures for enc in op]
+        if not rows:
+            return [(0, 0) for _ in captures]
         # Seqs are given explicitly (one past the AUTOINCREMENT high-water mark, inside
         # this write transaction) so the bodies rows can share them; SQLite still raises
         # the high-water mark, so a seq is never reused.
-        seqs = range(first_seq, first_seq + len(fresh))
-        self._conn.executemany(
-            _INSERT_ROW,
-            [
-                (seq, enc.cadence, self._context_id(enc.context_json, new_contexts), enc.reading_id)
-                for seq, enc in zip(seqs, fresh, strict=True)
-            ],
-        )
-        self._conn.executemany(
-            _INSERT_BODY,
-            [(seq, enc.natural_key_hash, enc.body) for seq, enc in zip(seqs, fresh, strict=True)],
-        )
+        first_seq = self.last_seq() + 1
+        try:
+            self._insert_bodies(rows, first_seq)
+            captured = [(len(op), 0) for op in captures]
+        except sqlite3.IntegrityError:
+            # A natural key is stored already (a device re-sent a record) or twice in
+            # this group. The failed statement left nothing behind: drop the duplicates,
+            # so no seq is used up by them, and insert the rest.
+            seen = self._known_keys(rows)
+            fresh_by_capture = [_without_seen(op, seen) for op in captures]
+            rows = [enc for fresh in fresh_by_capture for enc in fresh]
+            captured = [
+                (len(fresh), len(op) - len(fresh))
+                for op, fresh in zip(captures, fresh_by_capture, strict=True)
+            ]
+            if not rows:
+                return captured
+            self._insert_bodies(rows, first_seq)
+        self._insert_readings(rows, first_seq, new_contexts)
+        return captured
 
-    def _known_keys(self, ops: Sequence[Write]) -> set[bytes]:
-        """The natural keys of this batch that are stored already (one look-up per 500).
+    def _insert_bodies(self, rows: Sequence[EncodedReading], first_seq: int) -> None:
+        bodies = [enc.body for enc in rows]
+        width = max(map(len, bodies))
+        # JSON bodies end in "]" or "}", so trimming the padding restores them exactly;
+        # they are ASCII (escaped JSON), so a character is a byte.
+        padded = "".join([body.ljust(width) for body in bodies]).encode("ascii")
+        keys = b"".join([enc.natural_key_hash for enc in rows])
+        if len(keys) != _KEY_BYTES * len(rows):
+            raise OutboxError("a natural key hash is not 24 bytes (an outbox codec bug)")
+        self._conn.execute(_INSERT_BODIES, (first_seq, len(rows), keys, padded, width))
+
+    def _insert_readings(
+        self, rows: Sequence[EncodedReading], first_seq: int, new_contexts: dict[str, int]
+    ) -> None:
+        ids = b"".join([enc.reading_id for enc in rows])
+        if len(ids) != _ID_BYTES * len(rows):
+            raise OutboxError("a reading id is not 16 bytes (an outbox codec bug)")
+        context_ids: dict[str, int] = {}
+        codes: list[str] = []
+        for enc in rows:
+            context_id = context_ids.get(enc.context_json)
+            if context_id is None:
+                context_id = context_ids[enc.context_json] = self._context_id(
+                    enc.context_json, new_contexts
+                )
+            codes.append(str(context_id * 2 + enc.cadence))  # cadence codes are 0 and 1
+        self._conn.execute(_INSERT_ROWS, (first_seq, ids, f"[{','.join(codes)}]"))
+
+    def _known_keys(self, rows: Sequence[EncodedReading]) -> set[bytes]:
+        """The natural keys of ``rows`` that are stored already (one look-up per 500).
 
         Checked before inserting (not INSERT OR IGNORE): an ignored insert still uses up
         an AUTOINCREMENT seq, and the backend would read that gap as a lost reading.
         """
-        keys = [enc.natural_key_hash for op in ops if isinstance(op, list) for enc in op]
+        keys = [enc.natural_key_hash for enc in rows]
         known: set[bytes] = set()
         for start in range(0, len(keys), _LOOKUP_CHUNK):
             chunk = keys[start : start + _LOOKUP_CHUNK]
