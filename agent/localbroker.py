@@ -90,6 +90,10 @@ class MosquittoBroker:
             acl = self.workdir / "acl"
             acl.write_text("\n".join(self.acl_lines) + "\n", encoding="utf-8")
             lines.append(f"acl_file {acl}")
+        if os.geteuid() == 0 and not any(x.startswith("user ") for x in self.extra_lines):
+            # As root Mosquitto drops to the `mosquitto` user, which cannot read the
+            # ACL, password and certificate files in a test's private directory.
+            lines.append("user root")
         lines += self.extra_lines
         conf = self.workdir / "mosquitto.conf"
         conf.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 import paho.mqtt
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent.crashpoints import crash_point
 from agent.errors import PublishError
@@ -356,7 +357,15 @@ class Publisher:
         return had_inflight
 
     def _subscribe(self, link: MqttLink, topics: list[str]) -> None:
-        if topics:
+        if not topics:
+            return
+        if self._mqtt5:
+            # Retain handling 2: the broker never replays a retained message at subscribe
+            # time, so a stale retained request (e.g. reload-config) cannot run again on
+            # every reconnect. Inbound topics are requests and receipts: never retained.
+            options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+            link.client.subscribe([(t, options) for t in topics])
+        else:
             link.client.subscribe([(t, 1) for t in topics])
 
     def _dispatch(self, topic: str, payload: bytes, props: Properties | None) -> None:

@@ -279,3 +279,30 @@ async def test_frozen_broker_is_detected_by_keepalive_and_nothing_is_lost(
     assert (await outbox.stats()).sent == 5
     assert health.publish.reconnects >= 1
     await outbox.close()
+
+
+async def test_a_retained_request_is_never_replayed_to_the_hub(
+    broker: MosquittoBroker, topic_prefix: str, tmp_path: Path, subscriber_factory: list[Subscriber]
+) -> None:
+    # Somebody published a request with the retain flag: without care it would run on
+    # every reconnect (a stale reload-config or requeue, again and again).
+    sub = Subscriber(broker.host, broker.port, [f"{topic_prefix}/{HUB_ID}/none"])
+    subscriber_factory.append(sub)
+    request_topic = f"{topic_prefix}/{HUB_ID}/request/reload-config"
+    sub.client.publish(request_topic, b'{"stale": true}', qos=1, retain=True).wait_for_publish(5)
+    config = make_config(broker.host, broker.port, topic_prefix, tmp_path)
+    outbox = await Outbox.open(config.storage.path)
+    publisher, _ = build(config, outbox)
+    got: list[bytes] = []
+    publisher.add_subscription(
+        f"{topic_prefix}/{HUB_ID}/request/#", lambda _t, p, _props: got.append(p)
+    )
+    async with running(publisher):
+        await eventually(lambda: publisher.is_connected)
+        # Until the subscription is active, publish again (non-retained, so none is kept).
+        await eventually(lambda: (sub.client.publish(request_topic, b'{"fresh": true}'), got)[1])
+        await asyncio.sleep(0.3)
+    await outbox.close()
+    sub.client.publish(request_topic, b"", qos=1, retain=True)  # clear it for other tests
+    assert got
+    assert set(got) == {b'{"fresh": true}'}
