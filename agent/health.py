@@ -145,6 +145,7 @@ class PublishCounters:
     readings_rejected: int = 0
     no_subscriber_warnings: int = 0
     last_reject_reason: str | None = None
+    last_publish_at: str | None = None  # UTC ISO time of the last PUBACK < 0x80
 
 
 @dataclass

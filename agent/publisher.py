@@ -32,7 +32,7 @@ from agent.mqttlink import (
     publish_properties,
 )
 from agent.status import StatusPublisher
-from agent.topics import HubTopics, offline_payload, reason_text
+from agent.topics import HubTopics, offline_payload, reason_text, utc_iso
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -473,6 +473,7 @@ class Publisher:
                 rejected.setdefault(code, []).extend(entry.seqs)
                 counters.messages_rejected += 1
         if sent:
+            counters.last_publish_at = utc_iso(self._clock.now().utc)
             crash_point("after_puback_before_mark")
             await self._outbox.mark_sent(sent)
         for code, seqs in rejected.items():

@@ -159,9 +159,12 @@ class StatusPublisher:
             self._health.clear_alarm("outbox_filling")
         free = await asyncio.to_thread(disk_free_bytes, self._outbox_dir)
         uptime_s = (now.monotonic_ns - self._started_mono_ns) / NS_PER_S
-        return self._health.snapshot(
+        document = self._health.snapshot(
             now, uptime_s=uptime_s, outbox=summarise_outbox(stats, now), disk_free_bytes=free
         )
+        # A consumer judges staleness from this (docs/operations.md, the offline rule).
+        document["interval_s"] = self._interval_s
+        return document
 
     async def _send_health(self) -> None:
         await self._send(self._topics.health, encode_json(await self.health_document()))

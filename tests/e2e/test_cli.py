@@ -60,6 +60,7 @@ async def test_status_doctor_and_queue_against_a_running_agent(
     status = await asyncio.to_thread(wardlink, "status", "-c", config)
     assert status.returncode == 0, status.stdout + status.stderr
     assert "oxi" in status.stdout
+    assert "last publish: never" not in status.stdout  # readings have been PUBACKed
     assert "patient-e2e-0001" not in status.stdout  # no patient identifiers on screen
 
     doctor = await asyncio.to_thread(wardlink, "doctor", "-c", config, "--no-color")
