@@ -63,6 +63,8 @@ class FaultProxy:
         self.accepted = 0
         self.accept_times: list[float] = []  # time.monotonic() of each accepted connection
         self.bytes_up = 0  # hub -> broker, forwarded
+        self.sent_by_hub = bytearray()  # every byte the hub sent (kept when ``record``)
+        self.record = False
         self._rng = random.Random(seed)
         self._conns: list[_Conn] = []
         self._server: asyncio.Server | None = None
@@ -153,6 +155,8 @@ class FaultProxy:
                         continue
                 if upstream:
                     self.bytes_up += len(chunk)
+                    if self.record:
+                        self.sent_by_hub.extend(chunk)
                 writer.write(chunk)
                 await writer.drain()
             if not conn.frozen:
