@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from agent.readings import DeviceIdentity
 
 NS_PER_S: Final = 1_000_000_000
+READING_STATUS_MIN_INTERVAL_S: Final = 60.0
+READING_STATUS_MIN_NS: Final = int(READING_STATUS_MIN_INTERVAL_S * NS_PER_S)
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -53,6 +55,7 @@ class DeviceHealth:
         self.counters: dict[str, int] = {}
         self._clock = clock
         self._on_change = on_change
+        self._reading_notified_ns: int | None = None
 
     def _seen(self) -> None:
         now = self._clock.now()
@@ -92,11 +95,22 @@ class DeviceHealth:
         self.counters[counter] = self.counters.get(counter, 0) + n
 
     def note_reading(self, kind: str, at: datetime) -> None:
-        """A reading from this device was committed to the outbox."""
+        """A reading from this device was committed to the outbox.
+
+        The device's status topic is republished for a new kind of reading, or when the
+        last republish for a reading is older than ``READING_STATUS_MIN_INTERVAL_S``: a
+        1 Hz stream must not cost a retained publish per sample (the periodic health
+        report carries the latest time anyway).
+        """
+        first_of_kind = kind != self.last_reading_kind
         self.last_reading_at = at
         self.last_reading_kind = kind
         self._seen()
-        self._on_change(self.device_id)
+        now_ns = self.last_seen_mono_ns or 0
+        last_ns = self._reading_notified_ns
+        if first_of_kind or last_ns is None or now_ns - last_ns >= READING_STATUS_MIN_NS:
+            self._reading_notified_ns = now_ns
+            self._on_change(self.device_id)
 
     def is_stale(self, now: HubTime) -> bool:
         """Silent for longer than the device's expected interval (habluetooth watchdog idea)."""
