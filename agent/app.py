@@ -66,7 +66,13 @@ class CaptureSink:
 
     async def capture(self, readings: Sequence[Reading]) -> CaptureResult:
         """Commit readings, then tell health and the publisher. Raises OutboxError."""
-        result = await self._outbox.capture(readings)
+        try:
+            result = await self._outbox.capture(readings)
+        except OutboxError as exc:
+            # Disk full or I/O error: nothing was stored, the device is told nothing.
+            self._health.raise_alarm("outbox_write_failed", str(exc))
+            raise
+        self._health.clear_alarm("outbox_write_failed")
         for reading in readings:
             self._health.note_reading(
                 reading.device.device_id, reading.kind.value, reading.received.utc
@@ -94,6 +100,8 @@ class Agent:
 def build_agent(config: Config, outbox: Outbox, clock: Clock) -> Agent:
     """Build every component from the config around an open outbox (no I/O)."""
     health = Health(hub_id=config.hub.id, clock=clock)
+    if outbox.quarantined is not None:
+        health.raise_alarm("outbox_quarantined", f"corrupt outbox moved to {outbox.quarantined}")
     encoder = make_encoder(
         config.payload.format,
         PayloadContext(
