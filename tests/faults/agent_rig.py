@@ -19,7 +19,13 @@ import yaml
 
 from agent.crashpoints import CRASH_AFTER_ENV, CRASH_AT_ENV
 from drivers.emulators.serial import PtySerialDevice
-from tests.e2e.harness import AgentProcess, committed_rows, integrity, write_config
+from tests.e2e.harness import (
+    AgentProcess,
+    committed_rows,
+    integrity,
+    serial_device,
+    write_config,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -170,3 +176,15 @@ async def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -
         if loop.time() > deadline:
             raise TimeoutError(f"not within {timeout_s} s: {what}")
         await asyncio.sleep(0.05)
+
+
+def oximeter_agent(
+    workdir: Path, *, port: int, prefix: str, device: PtySerialDevice, **config: Any
+) -> AgentProcess:
+    """The agent reading one pty oximeter (``oxi``), its log in ``workdir/agent.log``.
+
+    ``config`` goes to ``fault_config`` (patient_id, storage_path, level).
+    """
+    devices = serial_device("oxi", device.protocol, device.port)
+    path = fault_config(workdir, port=port, prefix=prefix, devices_yaml=devices, **config)
+    return AgentProcess(config=path, log_path=workdir / "agent.log")

@@ -27,14 +27,12 @@ from agent.outbox import Outbox
 from tests.agent.test_outbox_factory import stream_sample
 from tests.e2e.harness import (
     HUB_ID,
-    AgentProcess,
     committed_rows,
     decode_readings,
     integrity,
-    serial_device,
 )
 from tests.emulators.subscriber import Subscriber
-from tests.faults.agent_rig import fault_config, oximeter, wait_for, wire_tally
+from tests.faults.agent_rig import oximeter, oximeter_agent, wait_for, wire_tally
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -114,15 +112,8 @@ async def test_disk_full_while_capturing_alarms_stays_up_and_resumes(
     sub = Subscriber(broker.host, broker.port, [f"{topic_prefix}/#"])
     try:
         async with oximeter(tmp_path / "nonin.tty") as nonin:
-            agent = AgentProcess(
-                config=fault_config(
-                    tmp_path,
-                    port=broker.port,
-                    prefix=topic_prefix,
-                    devices_yaml=serial_device("oxi", "nonin-df8", nonin.port),
-                    storage_path=db,
-                ),
-                log_path=tmp_path / "agent.log",
+            agent = oximeter_agent(
+                tmp_path, port=broker.port, prefix=topic_prefix, device=nonin, storage_path=db
             )
             await agent.start()
             await wait_for(lambda: len(decode_readings(sub.messages())) >= 20, 30, "first readings")
@@ -177,15 +168,12 @@ async def test_pubacks_during_disk_full_are_recorded_once_space_returns(
 
     try:
         async with oximeter(tmp_path / "nonin.tty") as nonin:
-            agent = AgentProcess(
-                config=fault_config(
-                    tmp_path,
-                    port=private_broker.port,
-                    prefix=topic_prefix,
-                    devices_yaml=serial_device("oxi", "nonin-df8", nonin.port),
-                    storage_path=db,
-                ),
-                log_path=tmp_path / "agent.log",
+            agent = oximeter_agent(
+                tmp_path,
+                port=private_broker.port,
+                prefix=topic_prefix,
+                device=nonin,
+                storage_path=db,
             )
             await agent.start()
             await wait_for(lambda: delivered() >= 10, 30, "first readings")
@@ -262,15 +250,7 @@ async def test_corrupt_outbox_at_start_is_quarantined_and_capture_continues(
     sub = Subscriber(broker.host, broker.port, [f"{topic_prefix}/#"])
     try:
         async with oximeter(tmp_path / "nonin.tty") as nonin:
-            agent = AgentProcess(
-                config=fault_config(
-                    tmp_path,
-                    port=broker.port,
-                    prefix=topic_prefix,
-                    devices_yaml=serial_device("oxi", "nonin-df8", nonin.port),
-                ),
-                log_path=tmp_path / "agent.log",
-            )
+            agent = oximeter_agent(tmp_path, port=broker.port, prefix=topic_prefix, device=nonin)
             await agent.start()
             await wait_for(lambda: "outbox_quarantined" in alarms(sub), 30, "quarantine alarm")
             await wait_for(lambda: len(decode_readings(sub.messages())) >= 5, 30, "new readings")
@@ -309,15 +289,7 @@ async def test_lost_wal_at_start_is_detected_and_seq_not_reused(
     sub = Subscriber(broker.host, broker.port, [f"{topic_prefix}/#"])
     try:
         async with oximeter(tmp_path / "nonin.tty") as nonin:
-            agent = AgentProcess(
-                config=fault_config(
-                    tmp_path,
-                    port=broker.port,
-                    prefix=topic_prefix,
-                    devices_yaml=serial_device("oxi", "nonin-df8", nonin.port),
-                ),
-                log_path=tmp_path / "agent.log",
-            )
+            agent = oximeter_agent(tmp_path, port=broker.port, prefix=topic_prefix, device=nonin)
             await agent.start()
             await wait_for(lambda: len(decode_readings(sub.messages())) >= 5, 30, "new readings")
             await wait_for(lambda: last_json(sub, f"{HUB_ID}/health") is not None, 30, "health")
