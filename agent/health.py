@@ -122,7 +122,10 @@ class DeviceHealth:
     def status(self, now: HubTime) -> dict[str, Any]:
         """The retained per-device status document (no values, no patient id)."""
         state = self.state
-        if self.is_stale(now) and state is DeviceState.SEEN:
+        # Silent past its expected interval: a device that is merely "seen" (advertising,
+        # port present) or "disconnected" (reconnecting) is now "not seen". A connected
+        # session or an error needing a person keeps its state.
+        if self.is_stale(now) and state in (DeviceState.SEEN, DeviceState.DISCONNECTED):
             state = DeviceState.NOT_SEEN
         ident = self.identity
         return {

@@ -94,6 +94,7 @@ class StatusPublisher:
         started = clock.now()
         self._started_mono_ns = started.monotonic_ns
         self._online_since = started.utc
+        self._published_state: dict[str, str] = {}
         self._full = asyncio.Event()
         self._changed = asyncio.Event()
         health.listeners.append(self._changed.set)
@@ -129,6 +130,7 @@ class StatusPublisher:
                 continue
             if loop.time() >= next_health:
                 await self._send_health()
+                await self._send_devices_gone_stale()
                 next_health = loop.time() + self._interval_s
             for device_id in sorted(self._health.take_changed_devices()):
                 await self._send_device(device_id)
@@ -172,7 +174,19 @@ class StatusPublisher:
     async def _send_device(self, device_id: str) -> None:
         device = self._health.devices[device_id]
         document = device.status(self._clock.now())
+        self._published_state[device_id] = document["state"]
         await self._send(self._topics.device_status(device_id), encode_json(document))
+
+    async def _send_devices_gone_stale(self) -> None:
+        """A device silent past its expected interval becomes not_seen on its own topic too.
+
+        Nothing happens at that moment (no callback fires for silence), so the periodic
+        health tick compares each device's state now with the state last published.
+        """
+        now = self._clock.now()
+        for device_id, device in sorted(self._health.devices.items()):
+            if device.status(now)["state"] != self._published_state.get(device_id):
+                await self._send_device(device_id)
 
     async def _send(self, topic: str, payload: bytes) -> None:
         try:
