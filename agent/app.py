@@ -105,7 +105,11 @@ def build_agent(config: Config, outbox: Outbox, clock: Clock) -> Agent:
     encoder = make_encoder(
         config.payload.format,
         PayloadContext(
-            hub_id=config.hub.id, agent_version=__version__, timezone_name=config.hub.timezone
+            hub_id=config.hub.id,
+            agent_version=__version__,
+            timezone_name=config.hub.timezone,
+            patient_id_system=config.payload.patient_id_system,
+            compression=config.payload.compression,
         ),
     )
     info: dict[str, Any] = {

@@ -183,6 +183,12 @@ class PayloadConfig(_Strict):
     """Wire format of readings."""
 
     format: Literal["fhir", "compact"] = "fhir"
+    # deflate only when the backend honours the `content-encoding: deflate` user property.
+    compression: Literal["none", "deflate"] = "none"
+    # FHIR identifier system of patient.id (e.g. https://fhir.nhs.uk/Id/nhs-number).
+    patient_id_system: str = Field(
+        default="https://fhir.wardlink.org/Id/patient", pattern=r"^(https?|urn):\S+$"
+    )
 
 
 class HealthConfig(_Strict):
