@@ -150,12 +150,6 @@ async def test_disk_full_while_capturing_alarms_stays_up_and_resumes(
         sub.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="publisher bug: a mark_sent that fails (disk full) ends Publisher._ack_loop "
-    "silently; later PUBACKs are never recorded, rows stay 'pending' (see the report)",
-)
 async def test_pubacks_during_disk_full_are_recorded_once_space_returns(
     tmp_path: Path, small_disk: Path, private_broker: MosquittoBroker, topic_prefix: str
 ) -> None:
@@ -189,6 +183,10 @@ async def test_pubacks_during_disk_full_are_recorded_once_space_returns(
             private_broker.start()
             subs.append(Subscriber(private_broker.host, private_broker.port, [f"{topic_prefix}/#"]))
             await wait_for(lambda: delivered() == len(committed_rows(db)), 30, "backlog published")
+            await asyncio.sleep(1)
+            if states(db).get(0, 0) == 0:
+                # SQLite found room in the WAL file it already had: no write failed.
+                pytest.skip("fault not injected this run: mark_sent fitted in WAL slack")
             filler.unlink()
             # The broker has them all; the outbox must come to say so (no new captures now).
             await wait_for(lambda: states(db).get(0, 0) == 0, 15, "PUBACKed rows marked sent")
