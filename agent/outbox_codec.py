@@ -44,7 +44,8 @@ _ENCODER: Final = json.JSONEncoder(separators=_JSON_SEPARATORS)
 # time source): quoted once, not per reading. Bounded: cleared when it grows past this.
 _QUOTED: dict[str, str] = {}
 _QUOTED_MAX: Final = 4096
-_JSON_BOOL: Final = {True: "true", False: "false"}
+# A quantity's JSON before and after its value, by (name, unit, special); same bound.
+_SHAPES: dict[tuple[object, object, object], tuple[str, str]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,33 +181,50 @@ def _quoted(text: object) -> str | None:
     return hit
 
 
-def _number(value: object) -> str | None:
-    """JSON for a quantity's value as the json module writes it, or None to fall back."""
-    if value is None:
-        return "null"
-    if type(value) is float:
-        # NaN and infinities (not JSON numbers) go the general way.
-        return float.__repr__(value) if value - value == 0.0 else None
-    if type(value) is int:
-        return int.__repr__(value)
-    return None  # bool, subclasses, anything unexpected
-
-
-def _quantity_json(quantity: Quantity) -> str | None:
-    name, unit, number = _quoted(quantity.name), _quoted(quantity.unit), _number(quantity.value)
+def _quantity_shape(quantity: Quantity) -> tuple[str, str] | None:
+    """The JSON around a quantity's value (cached by name, unit, special), or None."""
+    name, unit = _quoted(quantity.name), _quoted(quantity.unit)
     special = "null" if quantity.special is None else _quoted(quantity.special)
-    if name is None or unit is None or number is None or special is None:
+    if name is None or unit is None or special is None:
         return None
-    return f"[{name},{number},{unit},{special}]"
+    if len(_SHAPES) >= _QUOTED_MAX:
+        _SHAPES.clear()
+    shape = _SHAPES[quantity.name, quantity.unit, quantity.special] = (
+        f"[{name},",
+        f",{unit},{special}]",
+    )
+    return shape
 
 
-def _plain_sample_body(reading: Reading, received_field: int | str) -> str | None:
-    """The body of a plain stream sample, formatted directly; None when not that shape.
+def _values_json(values: tuple[Quantity, ...]) -> str | None:
+    """The values list as the json module writes it, or None for an unusual value."""
+    parts: list[str] = []
+    for quantity in values:
+        shape = _SHAPES.get((quantity.name, quantity.unit, quantity.special))
+        if shape is None and (shape := _quantity_shape(quantity)) is None:
+            return None
+        value = quantity.value
+        if type(value) is float and value - value == 0.0:  # NaN and infinities fall back
+            number = float.__repr__(value)
+        elif value is None:
+            number = "null"
+        elif type(value) is int:
+            number = int.__repr__(value)
+        else:
+            return None  # bool, subclasses, anything unexpected
+        parts.append(f"{shape[0]}{number}{shape[1]}")
+    return f"[{','.join(parts)}]"
 
-    Produces exactly the text ``_encode_body`` would (a test compares them) for a reading
-    whose body has no tail; the general path handles everything else.
+
+def _encode_plain_sample(reading: Reading, context_json: str) -> EncodedReading | None:
+    """A plain stream sample encoded directly; None when ``reading`` is not one.
+
+    The hot path (tens of thousands a second): produces exactly what
+    ``encode_reading_general`` does (a test compares them) for a UTC sample with an
+    id-form natural key and nothing in the body's tail.
     """
     received = reading.received
+    utc = received.utc
     if (
         reading.device_time is not None
         or reading.device_seq is not None
@@ -214,19 +232,34 @@ def _plain_sample_body(reading: Reading, received_field: int | str) -> str | Non
         or reading.time_flags
         or reading.status
         or reading.extra
-        or reading.effective_time is not received.utc
-        or type(received_field) is not int
+        or reading.effective_time is not utc
+        or utc.tzinfo is not UTC
         or type(received.monotonic_ns) is not int
         or type(received.clock_synced) is not bool
     ):
         return None
+    rid = reading.reading_id
     kind, source = _quoted(reading.kind), _quoted(reading.time_source)
-    values = [_quantity_json(q) for q in reading.values]
-    if kind is None or source is None or None in values:
+    values = _values_json(reading.values)
+    if (
+        kind is None
+        or source is None
+        or values is None
+        or reading.natural_key != f"{reading.device.device_id}:{reading.kind}:id:{rid}"
+    ):
         return None
-    return (
-        f"[{kind},[{','.join(values)}],{received_field},"  # type: ignore[arg-type]
-        f"{received.monotonic_ns},{_JSON_BOOL[received.clock_synced]},{source}]"
+    received_us = (utc - _EPOCH) // _MICROSECOND
+    rid_bytes = rid.bytes
+    synced = "true" if received.clock_synced else "false"
+    cadence = reading.cadence
+    # Identity first: an Enum's hash is Python code, and this runs per reading.
+    cadence_code = 1 if cadence is Cadence.CONTINUOUS else CADENCE_CODES[cadence]
+    return EncodedReading(
+        max(0, received_us).to_bytes(8, "big") + rid_bytes,
+        rid_bytes,
+        cadence_code,
+        context_json,
+        f"[{kind},{values},{received_us},{received.monotonic_ns},{synced},{source}]",
     )
 
 
@@ -236,20 +269,23 @@ def encode_body(reading: Reading) -> str:
     return _encode_body(reading, is_id_form, _utc_field(reading.received.utc))
 
 
-def encode_reading(reading: Reading, context_json: str) -> EncodedReading:
-    """Everything the INSERT needs; ``context_json`` is ``encode_context`` (cached by caller)."""
+def encode_reading_general(reading: Reading, context_json: str) -> EncodedReading:
+    """``encode_reading`` for any reading, by way of the json module (the reference)."""
     is_id_form = reading.natural_key == _id_form_key(reading)
     received_field = _utc_field(reading.received.utc)
-    body = _plain_sample_body(reading, received_field) if is_id_form else None
-    if body is None:
-        body = _encode_body(reading, is_id_form, received_field)
     return EncodedReading(
         _natural_key_hash(reading, is_id_form, received_field),
         reading.reading_id.bytes,
         CADENCE_CODES[reading.cadence],
         context_json,
-        body,
+        _encode_body(reading, is_id_form, received_field),
     )
+
+
+def encode_reading(reading: Reading, context_json: str) -> EncodedReading:
+    """Everything the INSERT needs; ``context_json`` is ``encode_context`` (cached by caller)."""
+    encoded = _encode_plain_sample(reading, context_json)
+    return encoded if encoded is not None else encode_reading_general(reading, context_json)
 
 
 def received_utc_of(body: str) -> datetime:

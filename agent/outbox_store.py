@@ -304,15 +304,12 @@ class OutboxStore:
         ids = b"".join([enc.reading_id for enc in rows])
         if len(ids) != _ID_BYTES * len(rows):
             raise OutboxError("a reading id is not 16 bytes (an outbox codec bug)")
-        context_ids: dict[str, int] = {}
-        codes: list[str] = []
-        for enc in rows:
-            context_id = context_ids.get(enc.context_json)
-            if context_id is None:
-                context_id = context_ids[enc.context_json] = self._context_id(
-                    enc.context_json, new_contexts
-                )
-            codes.append(str(context_id * 2 + enc.cadence))  # cadence codes are 0 and 1
+        # Usually one context per group: look each distinct one up once.
+        base = {
+            text: 2 * self._context_id(text, new_contexts)
+            for text in dict.fromkeys([enc.context_json for enc in rows])
+        }
+        codes = [str(base[enc.context_json] + enc.cadence) for enc in rows]  # cadence is 0 or 1
         self._conn.execute(_INSERT_ROWS, (first_seq, ids, f"[{','.join(codes)}]"))
 
     def _known_keys(self, rows: Sequence[EncodedReading]) -> set[bytes]:
