@@ -23,7 +23,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent.crashpoints import crash_point
-from agent.errors import PublishError
+from agent.errors import OutboxError, PublishError
 from agent.mqttlink import (
     ConnectFailedError,
     MqttLink,
@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 FLUSH_POLL_S: Final = 0.25
 FAILURE: Final = 0x80
 NO_SUBSCRIBERS: Final = 0x10
+# After a PUBACK could not be recorded (disk full), wait this long before republishing.
+MARK_RETRY_S: Final = 5.0
 # Rows fetched per outbox query: many messages' worth, so one reading per message does
 # not mean one SQLite query per message (a page is at most a few MB in memory).
 PAGE_READINGS: Final = 2000
@@ -454,10 +456,25 @@ class Publisher:
             while not self._acks.empty():
                 items.append(self._acks.get_nowait())
             done = None in items
-            await self._record_acks([i for i in items if i is not None])
+            try:
+                await self._record_acks([i for i in items if i is not None])
+            except OutboxError as exc:
+                self._on_mark_failed(exc)
             self._progress.set()
             if done:
                 return
+
+    def _on_mark_failed(self, exc: OutboxError) -> None:
+        """A PUBACK could not be recorded (disk full, I/O error): the rows stay pending.
+
+        They were accepted by the broker, but the outbox still says pending, so they are
+        published again (duplicates with the same reading_id, which the backend dedupes)
+        once writing works. The rescan waits ``MARK_RETRY_S`` so a full disk does not turn
+        into a publish-PUBACK-fail hot loop.
+        """
+        self._health.raise_alarm("outbox_write_failed", f"PUBACK not recorded: {exc}")
+        log.error("could not record PUBACKs (%s); those readings stay pending", exc)
+        asyncio.get_running_loop().call_later(MARK_RETRY_S, self.rescan)
 
     async def _record_acks(self, items: list[tuple[_InFlight, int]]) -> None:
         counters = self._health.publish
@@ -476,6 +493,7 @@ class Publisher:
             counters.last_publish_at = utc_iso(self._clock.now().utc)
             crash_point("after_puback_before_mark")
             await self._outbox.mark_sent(sent)
+            self._health.clear_alarm("outbox_write_failed")
         for code, seqs in rejected.items():
             reason = reason_text(code)
             await self._outbox.mark_rejected(seqs, reason)
