@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
     from agent.clock import Clock
     from agent.health import Health
+    from agent.outbox import Outbox
     from drivers.base import DriverContext
 
 HUB_ID = "fault-hub"
@@ -273,6 +274,11 @@ async def wait_for(check: Any, timeout_s: float = 10.0, poll_s: float = 0.02) ->
             msg = f"condition not met within {timeout_s} s"
             raise AssertionError(msg)
         await asyncio.sleep(poll_s)
+
+
+async def no_pending(outbox: Outbox) -> bool:
+    """Whether every reading got its PUBACK (PUBACKs may trail the subscriber's copy)."""
+    return (await outbox.stats()).pending == 0
 
 
 def rss_bytes() -> int:

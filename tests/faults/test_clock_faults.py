@@ -8,6 +8,7 @@ clock, which a wall-clock step must not disturb.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from tests.faults.agentrun import (
     CompressedClock,
     RunningAgent,
     make_config,
+    no_pending,
     register_gen_driver,
     running_agent,
     wait_for,
@@ -138,6 +140,16 @@ def _check_steps_recorded(groups: list[list[dict[str, Any]]]) -> None:
 NOT_BEFORE_IN_S: Final = 4.0
 
 
+async def _subscribe_when_listening(port: int, prefix: str) -> Subscriber:
+    """A subscriber on the second listener, which Mosquitto may open a moment later."""
+    for _ in range(50):
+        try:
+            return Subscriber("127.0.0.1", port, [f"{prefix}/#"])
+        except ConnectionRefusedError:
+            await asyncio.sleep(0.1)
+    return Subscriber("127.0.0.1", port, [f"{prefix}/#"])
+
+
 async def test_tls_fails_cleanly_before_the_certificate_notbefore_and_recovers_alone(
     tmp_path: Path,
     private_broker: MosquittoBroker,
@@ -153,7 +165,7 @@ async def test_tls_fails_cleanly_before_the_certificate_notbefore_and_recovers_a
     private_broker.start()
     tls = TlsConfig(ca_file=pki.ca_file, server_name=SERVER_NAME)
     config = make_config(tmp_path, private_broker.port, topic_prefix, tls=tls, reconnect_max_s=1.0)
-    sub = Subscriber(private_broker.host, backend_port, [f"{topic_prefix}/#"])
+    sub = await _subscribe_when_listening(backend_port, topic_prefix)
     try:
         async with running_agent(config) as agent:
             await agent.gen.produce(GROUP, per_call=5)
@@ -167,6 +179,7 @@ async def test_tls_fails_cleanly_before_the_certificate_notbefore_and_recovers_a
             assert datetime.now(UTC) >= valid_from - timedelta(seconds=1)
             await wait_for(lambda: len(decode_readings(sub.messages("/readings"))) >= GROUP)
             assert publish.connect_attempts >= 2
-            assert (await agent.runtime.agent.outbox.stats()).pending == 0
+            outbox = agent.runtime.agent.outbox
+            await wait_for(lambda: no_pending(outbox))  # PUBACKs may trail the copies
     finally:
         sub.close()

@@ -17,7 +17,13 @@ import pytest
 
 from tests.e2e.harness import committed_rows, decode_readings
 from tests.emulators.subscriber import Subscriber
-from tests.faults.agentrun import make_config, register_gen_driver, running_agent, wait_for
+from tests.faults.agentrun import (
+    make_config,
+    no_pending,
+    register_gen_driver,
+    running_agent,
+    wait_for,
+)
 from tests.faults.tcpproxy import FaultProxy, LinkShape
 
 if TYPE_CHECKING:
@@ -25,7 +31,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from agent.localbroker import MosquittoBroker
-    from agent.outbox import Outbox
 
 pytestmark = pytest.mark.broker
 
@@ -96,10 +101,6 @@ async def test_half_open_link_is_detected_and_recovered_and_nothing_is_lost(
         pytest.xfail(f"half-open found after {detected_s:.1f} s > 1.5 x keepalive")
 
 
-async def _no_pending(outbox: Outbox) -> bool:
-    return (await outbox.stats()).pending == 0
-
-
 SLOW_READINGS = 600
 SLOW_RESETS = 3
 
@@ -135,7 +136,7 @@ async def test_slow_stalling_link_has_no_duplicate_storm_and_no_false_failure(
             )
             outbox = agent.runtime.agent.outbox
             # PUBACKs come back over the same slow link, after the subscriber has the copy.
-            await wait_for(lambda: _no_pending(outbox), timeout_s=20, poll_s=0.2)
+            await wait_for(lambda: no_pending(outbox), timeout_s=20, poll_s=0.2)
             stats = await outbox.stats()
             publish = agent.health.publish
             assert (stats.pending, stats.rejected) == (0, 0)
