@@ -195,9 +195,13 @@ async def connect_with_retry(
 ) -> BleakClient:
     """The production connector: find the device, then ``establish_connection``."""
     from bleak import BleakClient, BleakScanner  # noqa: PLC0415 - lazy: BLE drivers only
-    from bleak_retry_connector import establish_connection  # noqa: PLC0415
+    from bleak_retry_connector import establish_connection, get_device  # noqa: PLC0415
 
-    device: BLEDevice | None = await BleakScanner.find_device_by_address(address, timeout=timeout_s)
+    # The driver connects right after hearing an advert, so BlueZ's cache usually has
+    # the device; a fresh scan (half the budget, leaving the rest to connect) otherwise.
+    device: BLEDevice | None = await get_device(address)
+    if device is None:
+        device = await BleakScanner.find_device_by_address(address, timeout=timeout_s / 2)
     if device is None:
         raise TransientDeviceError(f"device not advertising; {ADVICE_RANGE}")
     client: BleakClient = await establish_connection(

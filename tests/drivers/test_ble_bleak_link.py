@@ -6,6 +6,7 @@ disconnect callback, and the translation of bleak's exceptions into ours, with a
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -135,3 +136,15 @@ async def test_missing_bluez_is_reported_as_the_hubs_stack_not_the_device() -> N
     link = BleakLink(Connector(FakeBleakClient({}), fail_with=FileNotFoundError(2, "No such file")))
     with pytest.raises(TransientDeviceError, match="bluetoothctl show"):
         await link.connect("A4:C1:38:00:00:01", 1.0)
+
+
+@pytest.mark.skipif(
+    Path("/run/dbus/system_bus_socket").exists(), reason="this machine has a system D-Bus"
+)
+async def test_production_connector_without_bluez_fails_with_advice() -> None:
+    # The real connect_with_retry (BlueZ cache, scan, establish_connection) as far as it
+    # gets here: no D-Bus. It must end in our error with advice, not a traceback.
+    link = BleakLink()
+    with pytest.raises(TransientDeviceError, match="bluetoothctl show"):
+        await link.connect("A4:C1:38:00:00:01", 2.0)
+    assert not link.is_connected

@@ -51,6 +51,7 @@ def test_establish_connection_takes_what_connect_with_retry_passes() -> None:
     params = inspect.signature(bleak_retry_connector.establish_connection).parameters
     assert list(params)[:3] == ["client_class", "device", "name"]
     assert {"disconnected_callback", "max_attempts"} <= set(params)
+    assert list(inspect.signature(bleak_retry_connector.get_device).parameters) == ["address"]
 
 
 def test_scanner_api_used_by_the_production_scanner() -> None:
