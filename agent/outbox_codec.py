@@ -44,6 +44,11 @@ _ENCODER: Final = json.JSONEncoder(separators=_JSON_SEPARATORS)
 # time source): quoted once, not per reading. Bounded: cleared when it grows past this.
 _QUOTED: dict[str, str] = {}
 _QUOTED_MAX: Final = 4096
+# JSON of each Kind and TimeSource member, by id(): an Enum's own hash is Python code. Safe,
+# as members live as long as the process, so no other object can share their id.
+_ENUM_JSON: Final[dict[int, str]] = {
+    id(member): _ENCODER.encode(member.value) for enum in (Kind, TimeSource) for member in enum
+}
 # A quantity's JSON before and after its value, by (name, unit, special); same bound.
 _SHAPES: dict[tuple[object, object, object], tuple[str, str]] = {}
 
@@ -239,7 +244,8 @@ def _encode_plain_sample(reading: Reading, context_json: str) -> EncodedReading 
     ):
         return None
     rid = reading.reading_id
-    kind, source = _quoted(reading.kind), _quoted(reading.time_source)
+    kind = _ENUM_JSON.get(id(reading.kind)) or _quoted(reading.kind)
+    source = _ENUM_JSON.get(id(reading.time_source)) or _quoted(reading.time_source)
     values = _values_json(reading.values)
     if (
         kind is None
