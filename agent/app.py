@@ -40,11 +40,13 @@ from drivers import DRIVERS
 from drivers.base import CaptureResult, DriverContext
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from agent.config import Config
     from agent.readings import Reading
-    from drivers.base import Driver
+    from drivers.base import DeviceSettings, Driver
+
+    DriverFactory = Callable[[DeviceSettings, DriverContext], Driver]
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +99,17 @@ class Agent:
     driver_tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
 
-def build_agent(config: Config, outbox: Outbox, clock: Clock) -> Agent:
-    """Build every component from the config around an open outbox (no I/O)."""
+def build_agent(
+    config: Config,
+    outbox: Outbox,
+    clock: Clock,
+    driver_factories: Mapping[str, DriverFactory] | None = None,
+) -> Agent:
+    """Build every component from the config around an open outbox (no I/O).
+
+    ``driver_factories`` replaces the registry's factory for some drivers: the demo
+    uses it to put BLE drivers on bumble's in-process radio instead of BlueZ.
+    """
     health = Health(hub_id=config.hub.id, clock=clock)
     if outbox.quarantined is not None:
         health.raise_alarm("outbox_quarantined", f"corrupt outbox moved to {outbox.quarantined}")
@@ -133,7 +144,11 @@ def build_agent(config: Config, outbox: Outbox, clock: Clock) -> Agent:
             patient=patient,
             timezone_name=config.hub.timezone,
         )
-        drivers[settings.id] = DRIVERS[getattr(settings, "driver", "")].build(settings, ctx)
+        name = getattr(settings, "driver", "")
+        override = (driver_factories or {}).get(name)
+        drivers[settings.id] = (
+            override(settings, ctx) if override else DRIVERS[name].build(settings, ctx)
+        )
     return Agent(config, outbox, health, publisher, drivers, info)
 
 
@@ -160,12 +175,14 @@ class Runtime:
         config_path: Path | None = None,
         clock: Clock | None = None,
         notifier: Notifier | None = None,
+        driver_factories: Mapping[str, DriverFactory] | None = None,
     ) -> None:
         """Store the starting config (no I/O)."""
         self.config = config
         self._config_path = config_path
         self._clock = clock or SystemClock()
         self._notifier = notifier or Notifier()
+        self._driver_factories = driver_factories
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._agent: Agent | None = None
@@ -188,7 +205,7 @@ class Runtime:
         try:
             first = True
             while True:
-                self._agent = build_agent(self.config, outbox, self._clock)
+                self._agent = build_agent(self.config, outbox, self._clock, self._driver_factories)
                 if first:
                     self._notifier.ready(f"{len(self._agent.drivers)} devices")
                     first = False
