@@ -74,7 +74,7 @@ class EncodedReading(NamedTuple):
     reading_id: bytes
     cadence: int
     context_json: str
-    body: str  # ASCII only (JSON with escapes), so its length in characters is in bytes
+    body: str
 
 
 def context_of(reading: Reading) -> ReadingContext:

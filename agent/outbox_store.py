@@ -59,7 +59,7 @@ _LOOKUP_CHUNK: Final = 500  # natural keys per IN (...) look-up, below SQLite's 
 # Each capture group is inserted by ONE statement per table, whatever its size: SQLite loops
 # over the rows in C (with the GIL released) instead of Python binding every row. The rows
 # arrive packed: reading ids as one blob of 16-byte slices, natural keys as 24-byte
-# slices, bodies (ASCII) space-padded to one width, and cadence + context as a JSON list
+# slices, bodies (UTF-8) space-padded to one width, and cadence + context as a JSON list
 # of small integers (context id * 2 + cadence code).
 _INSERT_ROWS: Final = (
     "INSERT INTO readings(seq, state, cadence, context, reading_id) "
@@ -207,6 +207,10 @@ class OutboxStore:
         except sqlite3.Error as exc:
             self._rollback(action)
             raise OutboxError(f"outbox {action} failed ({exc}): {_advice(exc)}") from exc
+        except BaseException:
+            # Never leave a transaction open behind an error: the next BEGIN would fail.
+            self._rollback(action)
+            raise
         self.commits += 1
 
     def _rollback(self, action: str) -> None:
@@ -288,11 +292,10 @@ class OutboxStore:
         return captured
 
     def _insert_bodies(self, rows: Sequence[EncodedReading], first_seq: int) -> None:
-        bodies = [enc.body for enc in rows]
+        bodies = [enc.body.encode() for enc in rows]
         width = max(map(len, bodies))
-        # JSON bodies end in "]" or "}", so trimming the padding restores them exactly;
-        # they are ASCII (escaped JSON), so a character is a byte.
-        padded = "".join([body.ljust(width) for body in bodies]).encode("ascii")
+        # JSON bodies end in "]", so trimming the padding restores them exactly.
+        padded = b"".join([body.ljust(width) for body in bodies])
         keys = b"".join([enc.natural_key_hash for enc in rows])
         if len(keys) != _KEY_BYTES * len(rows):
             raise OutboxError("a natural key hash is not 24 bytes (an outbox codec bug)")

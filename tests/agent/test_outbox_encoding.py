@@ -15,9 +15,11 @@ from dataclasses import replace
 from datetime import UTC, timedelta, timezone
 from typing import TYPE_CHECKING
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.errors import OutboxError
 from agent.outbox import Outbox
 from agent.outbox_codec import (
     CADENCE_CODES,
@@ -28,6 +30,7 @@ from agent.outbox_codec import (
     encode_reading,
     encode_reading_general,
 )
+from agent.outbox_store import OutboxStore
 from agent.readings import Cadence, DeviceIdentity, Kind, Quantity, Reading
 from tests.agent.test_outbox_factory import OXIMETER, PATIENT, bp_record, stream_sample
 
@@ -84,7 +87,6 @@ def test_fast_encoding_equals_the_reference_and_round_trips(reading: Reading) ->
     context = encode_context(context_of(reading))
     fast = encode_reading(reading, context)
     assert fast == encode_reading_general(reading, context)
-    assert fast.body.isascii()  # stored through a byte-sliced blob: one char per byte
     back = decode_reading(fast.reading_id, fast.cadence, decode_context(context), fast.body)
     if all(q.value == q.value for q in reading.values):  # NaN never equals itself
         assert back == reading
@@ -180,3 +182,20 @@ async def test_a_reading_id_is_kept_whole_whatever_its_bytes(tmp_path: Path) -> 
     assert [row.reading for row in rows] == readings
     assert {row.reading.patient for row in rows} == {PATIENT}
     assert all(row.reading.received.utc.tzinfo == UTC for row in rows)
+
+
+def test_a_malformed_row_fails_its_group_alone_and_the_store_keeps_working(
+    tmp_path: Path,
+) -> None:
+    store = OutboxStore.open(tmp_path / "outbox.db", capacity_readings=100, receipts=False)
+    try:
+        sample, other = stream_sample(0), stream_sample(1)
+        context = encode_context(context_of(sample))
+        good, bad = encode_reading(sample, context), encode_reading(other, context)
+        with pytest.raises(OutboxError, match="not 16 bytes"):
+            store.apply([[good], [bad._replace(reading_id=b"short")]])
+        assert store.apply([[good]]) == [(1, 0)]  # no transaction was left open
+        rows = store.select(0, 0, 10)
+    finally:
+        store.close()
+    assert [(row.seq, row.reading) for row in rows] == [(1, sample)]
