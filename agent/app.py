@@ -143,6 +143,7 @@ def build_agent(
             reporter=health.device(settings.id, expected_interval_s=settings.expected_interval_s),
             patient=patient,
             timezone_name=config.hub.timezone,
+            state_dir=config.storage.path.parent,
         )
         name = getattr(settings, "driver", "")
         override = (driver_factories or {}).get(name)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from pathlib import Path
 
     from agent.clock import Clock
     from agent.readings import DeviceIdentity, PatientBinding, Reading
@@ -105,6 +106,9 @@ class DriverContext:
     reporter: DeviceReporter
     patient: PatientBinding
     timezone_name: str
+    # Where a driver keeps durable state of its own (e.g. a glucose meter's record
+    # cursor): the outbox's directory, the unit's StateDirectory in production.
+    state_dir: Path | None = None
 
 
 class Driver(Protocol):

@@ -371,5 +371,5 @@ def build(
         ctx,
         link_factory=link_factory,
         scanner_factory=scanner_factory,
-        state_dir=state_dir or default_state_dir(),
+        state_dir=state_dir or ctx.state_dir or default_state_dir(),
     )
