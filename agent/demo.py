@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import shutil
 import signal
@@ -32,11 +33,23 @@ from agent.payloads import EncodedBatch, decode_payload
 from agent.payloads.compact import decode_compact
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
+
+    from drivers.emulators.ble import BleWorld
+    from drivers.emulators.ble_peripherals import EmulatedPeripheral
 
 HUB_ID: Final = "demo-hub"
 PREFIX: Final = "wardlink"
 SERIAL_DEVICES: Final = (("pulse-ox-nonin", "nonin-df8"), ("pulse-ox-contec", "contec-v7"))
+# (device id, driver, emulated profile, address, extra settings): one of each kind a
+# patient is given; the episodic ones hold stored records and re-send them, as real ones do.
+BLE_DEVICES: Final = (
+    ("bp-cuff", "ble-blood-pressure", "blood-pressure", "C0:FF:EE:00:00:01", "idle_s: 1.0"),
+    ("thermometer", "ble-thermometer", "thermometer", "C0:FF:EE:00:00:02", "idle_s: 1.0"),
+    ("scale", "ble-weight-scale", "weight-scale", "C0:FF:EE:00:00:03", "idle_s: 1.0"),
+    ("glucose-meter", "ble-glucose", "glucose", "C0:FF:EE:00:00:04", "idle_s: 1.0"),
+    ("heart-rate", "ble-heart-rate", "heart-rate", "C0:FF:EE:00:00:05", "interval_s: 5.0"),
+)
 
 
 def demo_config(workdir: Path, port: int, payload_format: str, devices: list[str]) -> str:
@@ -62,6 +75,11 @@ def serial_device_yaml(device_id: str, protocol: str, port: Path) -> str:
         f"\n  - id: {device_id}\n    driver: serial-oximeter\n"
         f"    protocol: {protocol}\n    port: {port}\n    interval_s: 1.0\n"
     )
+
+
+def ble_device_yaml(device_id: str, driver: str, address: str, extra: str) -> str:
+    """One BLE device entry, bound by address."""
+    return f'\n  - id: {device_id}\n    driver: {driver}\n    address: "{address}"\n    {extra}\n'
 
 
 def describe_reading(reading: dict[str, Any]) -> str:
@@ -103,6 +121,7 @@ class ReadingPrinter:
         self._out = out
         self._lock = threading.Lock()
         self.readings = 0
+        self._last_state: dict[str, str] = {}
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"demo-backend-{uuid.uuid4().hex[:6]}",
@@ -136,12 +155,53 @@ class ReadingPrinter:
         if topic == "status" or topic.startswith("devices/"):
             with contextlib.suppress(ValueError):
                 state = json.loads(msg.payload).get("state", "?")
-                print(f"-- {topic}: {state}", file=self._out, flush=True)
+                if self._last_state.get(topic) != state:  # changes only, not refreshes
+                    self._last_state[topic] = state
+                    print(f"-- {topic}: {state}", file=self._out, flush=True)
 
     def close(self) -> None:
         """Disconnect."""
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class BleRadio:
+    """bumble's in-process radio with the demo's BLE peripherals on it."""
+
+    def __init__(self, world: BleWorld, peripherals: list[EmulatedPeripheral]) -> None:
+        """Keep what must be closed."""
+        self.world = world
+        self.peripherals = peripherals
+
+    def driver_factories(self) -> dict[str, Callable[..., Any]]:
+        """BLE drivers on this radio instead of BlueZ (every other driver as registered)."""
+        from drivers.ble.driver import build  # noqa: PLC0415
+
+        bound = functools.partial(
+            build, link_factory=self.world.link_factory, scanner_factory=self.world.scanner_factory
+        )
+        return {driver: bound for _, driver, _, _, _ in BLE_DEVICES}
+
+    async def close(self) -> None:
+        """Stop advertising and close the radio."""
+        for peripheral in self.peripherals:
+            await peripheral.close()
+        await self.world.close()
+
+
+async def start_ble_radio() -> BleRadio:
+    """Start the radio and put one emulated device of each BLE profile on it."""
+    from drivers.emulators.ble import BleWorld  # noqa: PLC0415 - bumble is demo-only
+    from drivers.emulators.ble_cli import demo_peripheral  # noqa: PLC0415
+
+    world = BleWorld()
+    await world.start()
+    peripherals = []
+    for _, _, profile, address, _ in BLE_DEVICES:
+        peripheral = demo_peripheral(profile, address)
+        await peripheral.attach(world)
+        peripherals.append(peripheral)
+    return BleRadio(world, peripherals)
 
 
 async def run_demo(workdir: Path, payload_format: str, seconds: float | None, out: TextIO) -> int:
@@ -150,6 +210,7 @@ async def run_demo(workdir: Path, payload_format: str, seconds: float | None, ou
 
     broker = MosquittoBroker(workdir=workdir / "mosquitto")
     broker.start()
+    radio = await start_ble_radio()
     emulators = [
         PtySerialDevice(protocol, link=workdir / f"{device_id}.tty")
         for device_id, protocol in SERIAL_DEVICES
@@ -161,14 +222,16 @@ async def run_demo(workdir: Path, payload_format: str, seconds: float | None, ou
         devices = [
             serial_device_yaml(device_id, protocol, emulator.port)
             for (device_id, protocol), emulator in zip(SERIAL_DEVICES, emulators, strict=True)
-        ]
+        ] + [ble_device_yaml(d, driver, a, extra) for d, driver, _, a, extra in BLE_DEVICES]
         config_path = workdir / "wardlink.yaml"
         config_path.write_text(demo_config(workdir, broker.port, payload_format, devices))
         config = load_config(config_path)
         printer = ReadingPrinter(broker.port, out)
         print(f"demo: broker 127.0.0.1:{broker.port}, config {config_path}", file=out)
         print("demo: readings as the backend receives them (Ctrl-C to stop)", file=out, flush=True)
-        runtime = Runtime(config, config_path=config_path)
+        runtime = Runtime(
+            config, config_path=config_path, driver_factories=radio.driver_factories()
+        )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runtime.request_stop)
@@ -186,6 +249,7 @@ async def run_demo(workdir: Path, payload_format: str, seconds: float | None, ou
             printer.close()
         for emulator in emulators:
             emulator.close()
+        await radio.close()
         broker.stop()
 
 
