@@ -41,17 +41,25 @@ ZERO = uuid.UUID(int=0)
 NAN = MedFloat(None, Special.NAN)
 
 
-def map_one(uuid16: int, decoded: object, offset_s: float | None = None) -> list[Reading]:
-    readings = measurement_to_readings(
+def map_raw(
+    uuid16: int, decoded: object, zone: str = "Europe/London", offset_s: float | None = None
+) -> list[Reading]:
+    """The Readings for one decoded value from DEVICE for PATIENT, received at RECEIVED."""
+    return measurement_to_readings(
         uuid16,
         decoded,
         device=DEVICE,
         patient=PATIENT,
         received=RECEIVED,
         driver_version="1.0",
-        timezone_name="Europe/London",
+        timezone_name=zone,
         device_clock_offset_s=offset_s,
     )
+
+
+def map_one(uuid16: int, decoded: object, offset_s: float | None = None) -> list[Reading]:
+    """``map_raw`` in London, with the random id and the natural key blanked for comparison."""
+    readings = map_raw(uuid16, decoded, offset_s=offset_s)
     return [dataclasses.replace(r, reading_id=ZERO, natural_key="") for r in readings]
 
 
@@ -131,16 +139,8 @@ def test_stored_bp_record_resent_maps_to_the_same_natural_key() -> None:
         unit="mmHg",
         timestamp=DateTimeFields(2026, 11, 27, 8, 0, 0),
     )
-    kwargs = {
-        "device": DEVICE,
-        "patient": PATIENT,
-        "received": RECEIVED,
-        "driver_version": "1.0",
-        "timezone_name": "UTC",
-        "device_clock_offset_s": None,
-    }
-    first = measurement_to_readings(0x2A35, decoded, **kwargs)  # type: ignore[arg-type]
-    again = measurement_to_readings(0x2A35, decoded, **kwargs)  # type: ignore[arg-type]
+    first = map_raw(0x2A35, decoded, zone="UTC")
+    again = map_raw(0x2A35, decoded, zone="UTC")
     assert first[0].natural_key == again[0].natural_key
     assert first[0].reading_id != again[0].reading_id
 
@@ -466,16 +466,7 @@ def test_a_real_date_the_hub_cannot_place_falls_back_to_receipt_time() -> None:
     decoded = bp.BloodPressureMeasurement(
         *(MedFloat.of(100),) * 3, unit="mmHg", timestamp=DateTimeFields(9999, 12, 31, 23, 0, 0)
     )
-    readings = measurement_to_readings(
-        0x2A35,
-        decoded,
-        device=DEVICE,
-        patient=PATIENT,
-        received=RECEIVED,
-        driver_version="1.0",
-        timezone_name="America/New_York",
-        device_clock_offset_s=None,
-    )
+    readings = map_raw(0x2A35, decoded, zone="America/New_York")
     assert len(readings) == 1
     assert readings[0].effective_time == RECEIVED.utc
     assert readings[0].time_source == TimeSource.HUB_RECEIPT
@@ -499,16 +490,7 @@ def test_any_decodable_packet_maps_without_error(
         decoded = DECODERS[uuid16](data)
     except DecodeError:
         return
-    for reading in measurement_to_readings(
-        uuid16,
-        decoded,
-        device=DEVICE,
-        patient=PATIENT,
-        received=RECEIVED,
-        driver_version="1.0",
-        timezone_name=zone,
-        device_clock_offset_s=offset_s,
-    ):
+    for reading in map_raw(uuid16, decoded, zone=zone, offset_s=offset_s):
         assert reading.patient == PATIENT
         for quantity in reading.values:
             assert quantity.unit in QUANTITY_UNITS[quantity.name]
