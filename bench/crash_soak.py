@@ -44,12 +44,14 @@ from tests.faults.agent_rig import (
     crash_trial,
     fault_config,
     oximeter,
+    pending_ids,
     wait_for,
     wire_tally,
 )
 
 PREFIX = "crash-soak"
 DRAIN_TIMEOUT_S = 180.0
+PROBLEM_PREFIXES = ("ERROR", "CRITICAL", "Traceback")
 
 
 def plan_trials(trials: int, rng: random.Random) -> list[str | None]:
@@ -106,7 +108,9 @@ async def soak(workdir: Path, trials: int, seed: int) -> int:
 def report(workdir: Path, sub: Subscriber, outcomes: list[TrialOutcome], wall_s: float) -> int:
     """Print the figures; return the exit status."""
     db = workdir / "outbox.db"
-    tally = wire_tally(decode_readings(sub.messages("/readings")), committed_rows(db))
+    tally = wire_tally(
+        decode_readings(sub.messages("/readings")), committed_rows(db), pending_ids(db)
+    )
     per_point = collections.Counter(o.point for o in outcomes)
     reached = collections.Counter(o.point for o in outcomes if o.reached)
     bad_integrity = sum(o.integrity != "ok" for o in outcomes) + (integrity(db) != "ok")
@@ -117,12 +121,20 @@ def report(workdir: Path, sub: Subscriber, outcomes: list[TrialOutcome], wall_s:
     print(f"readings committed    {tally.committed}")
     print(f"delivered             {tally.delivered}")
     print(f"lost                  {tally.lost}")
+    print(f"owed (still pending)  {tally.owed}")
     print(f"duplicates on wire    {tally.duplicates}  (of {tally.copies} copies)")
     print(f"id/seq conflicts      {tally.id_seq_conflicts}")
     print(f"uncommitted on wire   {tally.uncommitted_on_wire}")
     print(f"integrity failures    {bad_integrity}")
     print(f"seq regressions       {regressions}")
     print(f"wall time             {wall_s:.0f} s")
+    exits = collections.Counter(o.returncode for o in outcomes)
+    print(f"exit codes            {dict(exits)}  (-9: SIGKILL)")
+    log_text = (workdir / "agent.log").read_text(errors="replace")
+    problems = [line for line in log_text.splitlines() if line.startswith(PROBLEM_PREFIXES)]
+    print(f"ERROR/CRITICAL/Traceback lines in the agent log: {len(problems)}")
+    for line in sorted(set(problems))[:10]:
+        print(f"  {line[:200]}")
     return 0 if tally.sound and not bad_integrity and not regressions else 1
 
 

@@ -47,7 +47,7 @@ from tests.e2e.harness import (
     serial_device,
 )
 from tests.emulators.subscriber import Subscriber
-from tests.faults.agent_rig import fault_config, oximeter, wait_for, wire_tally
+from tests.faults.agent_rig import fault_config, oximeter, pending_ids, wait_for, wire_tally
 
 if TYPE_CHECKING:
     from drivers.emulators.serial import PtySerialDevice
@@ -243,7 +243,7 @@ def report(soak: Soak, wall_s: float, drain_s: float) -> int:
     """Print the figures; 0 when the agent lost nothing."""
     db = soak.workdir / "outbox.db"
     committed = committed_rows(db)
-    tally = wire_tally(soak.received(), committed)
+    tally = wire_tally(soak.received(), committed, pending_ids(db))
     seen = {r["reading_id"] for r in soak.received()}
     lost_ids = set(committed) - seen
     broker_window = len(lost_ids & soak.acked_before_broker_kill)
@@ -253,6 +253,7 @@ def report(soak: Soak, wall_s: float, drain_s: float) -> int:
     print(f"readings captured     {tally.committed}")
     print(f"delivered             {tally.delivered}")
     print(f"lost                  {tally.lost}")
+    print(f"owed (still pending)  {tally.owed}")
     print(f"  of which PUBACKed, then the broker was killed: {broker_window}")
     print(f"duplicates on wire    {tally.duplicates}  (of {tally.copies} copies)")
     print(f"id/seq conflicts      {tally.id_seq_conflicts}")

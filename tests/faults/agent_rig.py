@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sqlite3
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +77,8 @@ class WireTally:
 
     committed: int = 0
     delivered: int = 0  # committed readings seen on the wire at least once
-    lost: int = 0  # committed readings never seen on the wire
+    lost: int = 0  # committed readings neither seen on the wire nor still pending
+    owed: int = 0  # not seen on the wire yet, still pending in the outbox (sent at next start)
     copies: int = 0  # reading messages seen in all, duplicates included
     duplicates: int = 0  # copies beyond the first
     id_seq_conflicts: int = 0  # one reading_id with two seqs, or one seq with two ids
@@ -89,9 +91,16 @@ class WireTally:
 
 
 def wire_tally(
-    received: Iterable[Mapping[str, Any]], committed: Mapping[uuid.UUID, int]
+    received: Iterable[Mapping[str, Any]],
+    committed: Mapping[uuid.UUID, int],
+    pending: set[uuid.UUID] | None = None,
 ) -> WireTally:
-    """Compare decoded readings from the wire with ``committed`` (reading_id -> seq)."""
+    """Compare decoded readings from the wire with ``committed`` (reading_id -> seq).
+
+    ``pending`` (see ``pending_ids``) are readings the outbox still owes: an agent stopped
+    right after capturing them (the serial driver stores its open interval at stop) sends
+    them at its next start; they are owed, not lost.
+    """
     tally = WireTally(committed=len(committed))
     seq_of: dict[uuid.UUID, int] = {}
     id_of: dict[int, uuid.UUID] = {}
@@ -104,11 +113,13 @@ def wire_tally(
         if seq_of.setdefault(rid, seq) != seq or id_of.setdefault(seq, rid) != rid:
             tally.id_seq_conflicts += 1
     for rid, seq in committed.items():
-        if rid not in seq_of:
+        if rid in seq_of:
+            tally.delivered += 1
+            tally.id_seq_conflicts += seq_of[rid] != seq
+        elif pending is not None and rid in pending:
+            tally.owed += 1
+        else:
             tally.lost += 1
-        elif seq_of[rid] != seq:
-            tally.id_seq_conflicts += 1
-    tally.delivered = len(committed) - tally.lost
     tally.uncommitted_on_wire = len(set(seq_of) - set(committed))
     return tally
 
@@ -161,6 +172,15 @@ async def crash_trial(
         integrity=integrity(db),
         max_seq=max(rows.values(), default=0),
     )
+
+
+def pending_ids(db: Path) -> set[uuid.UUID]:
+    """reading_ids the outbox still holds as pending (not yet PUBACKed)."""
+    if not db.exists():
+        return set()
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute("SELECT reading_id FROM readings WHERE state = 0").fetchall()
+    return {uuid.UUID(bytes=bytes(r[0])) for r in rows}
 
 
 def _db_of(agent: AgentProcess) -> Path:

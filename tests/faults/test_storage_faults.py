@@ -32,7 +32,7 @@ from tests.e2e.harness import (
     integrity,
 )
 from tests.emulators.subscriber import Subscriber
-from tests.faults.agent_rig import oximeter, oximeter_agent, wait_for, wire_tally
+from tests.faults.agent_rig import oximeter, oximeter_agent, pending_ids, wait_for, wire_tally
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -141,7 +141,7 @@ async def test_disk_full_while_capturing_alarms_stays_up_and_resumes(
                 "every committed reading delivered",
             )
             assert await agent.terminate() == 0
-        tally = wire_tally(decode_readings(sub.messages()), committed_rows(db))
+        tally = wire_tally(decode_readings(sub.messages()), committed_rows(db), pending_ids(db))
         assert tally.sound, tally
         assert agent.starts == 1  # stayed up: no crash, no restart
         assert integrity(db) == "ok"
@@ -189,7 +189,7 @@ async def test_pubacks_during_disk_full_are_recorded_once_space_returns(
                 pytest.skip("fault not injected this run: mark_sent fitted in WAL slack")
             filler.unlink()
             # The broker has them all; the outbox must come to say so (no new captures now).
-            await wait_for(lambda: states(db).get(0, 0) == 0, 15, "PUBACKed rows marked sent")
+            await wait_for(lambda: states(db).get(0, 0) == 0, 8, "PUBACKed rows marked sent")
     finally:
         with contextlib.suppress(NameError):
             await agent.terminate()
@@ -262,7 +262,7 @@ async def test_corrupt_outbox_at_start_is_quarantined_and_capture_continues(
         assert hashlib.sha256(moved.read_bytes()).hexdigest() == corrupt_digest
         assert "CRITICAL agent.outbox: outbox database is corrupt" in agent.log_text()
         assert integrity(db) == "ok"
-        tally = wire_tally(decode_readings(sub.messages()), committed_rows(db))
+        tally = wire_tally(decode_readings(sub.messages()), committed_rows(db), pending_ids(db))
         assert tally.sound, tally
         assert min(committed_rows(db).values()) == 1  # a fresh outbox
     finally:
