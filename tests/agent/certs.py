@@ -1,7 +1,12 @@
-"""A throwaway PKI for TLS tests, made with ``cryptography`` (EC P-256, short-lived)."""
+"""A throwaway PKI for TLS tests, made with ``cryptography`` (EC P-256, short-lived).
+
+Shared by the TLS tests (``make_pki``), the doctor's tests (``make_ca``, ``make_server_cert``)
+and tests/faults/faultpki.py (``_ca``, ``_write``).
+"""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -21,6 +26,15 @@ class Issued:
 
     cert_file: Path
     key_file: Path
+
+
+@dataclass(frozen=True)
+class Ca:
+    """A CA's certificate file and its key (in memory)."""
+
+    cert_file: Path
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,7 @@ def _issue(
     common_name: str,
     usage: x509.ObjectIdentifier,
     dns_names: tuple[str, ...] = (),
+    ip_addresses: tuple[str, ...] = (),
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.now(UTC)
@@ -72,10 +87,10 @@ def _issue(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     )
-    if dns_names:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), critical=False
-        )
+    alt_names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+    alt_names += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
+    if alt_names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
     return builder.sign(ca_key, hashes.SHA256()), key
 
 
@@ -125,3 +140,21 @@ def make_pki(directory: Path, server_name: str = "broker.test", ca_name: str = "
         directory, "client", *_issue(ca_cert, ca_key, "hub-test", ExtendedKeyUsageOID.CLIENT_AUTH)
     )
     return Pki(ca_file, server, client)
+
+
+def make_ca(directory: Path, common_name: str) -> Ca:
+    """A self-signed CA written to ``<directory>/<common_name>.pem``."""
+    cert, key = _ca(common_name)
+    path = directory / f"{common_name}.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return Ca(path, cert, key)
+
+
+def make_server_cert(directory: Path, ca: Ca, host: str = "localhost") -> tuple[Path, Path]:
+    """A server certificate for ``host`` and 127.0.0.1, signed by ``ca``: (cert, key)."""
+    issued = _write(
+        directory,
+        "server",
+        *_issue(ca.cert, ca.key, host, ExtendedKeyUsageOID.SERVER_AUTH, (host,), ("127.0.0.1",)),
+    )
+    return issued.cert_file, issued.key_file

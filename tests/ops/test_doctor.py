@@ -18,7 +18,7 @@ from agent.doctor import doctor_main, render, run_checks
 from agent.doctorchecks import check_bluetooth, check_serial_port, device_checks
 from agent.localbroker import TlsFiles
 from drivers.serial.settings import SerialOximeterSettings
-from tests.ops.certs import make_ca, make_server_cert
+from tests.agent.certs import make_ca, make_server_cert
 from tests.ops.fill import PATIENT, fill_outbox
 from tests.ops.mqttparts import make_password_file
 
