@@ -96,36 +96,26 @@ def nonin_format_select(data_format: int) -> bytes:
 
 _NONIN_LINK: Final = LinkSettings(9600)
 
+
+def _nonin_format(
+    protocol_id: ProtocolId,
+    make_decoder: Callable[[], Decoder],
+    data_format: int,
+    *,
+    spot: bool = False,
+) -> ProtocolSpec:
+    """A Nonin binary data format: 9600 8N1, the format selected again on every open."""
+    init_commands = (nonin_format_select(data_format),)
+    return ProtocolSpec(
+        protocol_id, "Nonin", make_decoder, _NONIN_LINK, init_commands=init_commands, spot=spot
+    )
+
+
 PROTOCOLS: Final[dict[str, ProtocolSpec]] = {
-    "nonin-df2": ProtocolSpec(
-        "nonin-df2",
-        "Nonin",
-        lambda: NoninPacketDecoder(status_index=1),
-        _NONIN_LINK,
-        init_commands=(nonin_format_select(0x02),),
-    ),
-    "nonin-df7": ProtocolSpec(
-        "nonin-df7",
-        "Nonin",
-        lambda: NoninPacketDecoder(status_index=0),
-        _NONIN_LINK,
-        init_commands=(nonin_format_select(0x07),),
-    ),
-    "nonin-df8": ProtocolSpec(
-        "nonin-df8",
-        "Nonin",
-        NoninDf8Decoder,
-        _NONIN_LINK,
-        init_commands=(nonin_format_select(0x08),),
-    ),
-    "nonin-df13": ProtocolSpec(
-        "nonin-df13",
-        "Nonin",
-        NoninDf13Decoder,
-        _NONIN_LINK,
-        init_commands=(nonin_format_select(0x0D),),
-        spot=True,
-    ),
+    "nonin-df2": _nonin_format("nonin-df2", lambda: NoninPacketDecoder(status_index=1), 0x02),
+    "nonin-df7": _nonin_format("nonin-df7", lambda: NoninPacketDecoder(status_index=0), 0x07),
+    "nonin-df8": _nonin_format("nonin-df8", NoninDf8Decoder, 0x08),
+    "nonin-df13": _nonin_format("nonin-df13", NoninDf13Decoder, 0x0D, spot=True),
     # 2500/8500 send 9 data bits with the 9th as mark, which reads as 8N1 (§1.6).
     "nonin-ascii": ProtocolSpec("nonin-ascii", "Nonin", NoninAsciiDecoder, _NONIN_LINK),
     # V5.1 is 19200 8O1; V5.0A units run 4800 8O1: set `baudrate: 4800` in the config.
