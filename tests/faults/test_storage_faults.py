@@ -187,9 +187,19 @@ async def test_pubacks_during_disk_full_are_recorded_once_space_returns(
             if states(db).get(0, 0) == 0:
                 # SQLite found room in the WAL file it already had: no write failed.
                 pytest.skip("fault not injected this run: mark_sent fitted in WAL slack")
+            await wait_for(lambda: "outbox_write_failed" in alarms(subs[-1]), 15, "alarm")
+            assert agent.process is not None
+            assert agent.process.returncode is None  # stayed up
             filler.unlink()
             # The broker has them all; the outbox must come to say so (no new captures now).
-            await wait_for(lambda: states(db).get(0, 0) == 0, 8, "PUBACKed rows marked sent")
+            await wait_for(lambda: states(db).get(0, 0) == 0, 30, "PUBACKed rows marked sent")
+            await wait_for(lambda: "outbox_write_failed" not in alarms(subs[-1]), 15, "cleared")
+            assert await agent.terminate() == 0
+        received = [r for s in subs for r in decode_readings(s.messages())]
+        tally = wire_tally(received, committed_rows(db), pending_ids(db))
+        assert tally.sound, tally  # republished after the failed marks: exact duplicates only
+        assert agent.starts == 1
+        assert integrity(db) == "ok"
     finally:
         with contextlib.suppress(NameError):
             await agent.terminate()
