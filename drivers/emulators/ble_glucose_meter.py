@@ -8,7 +8,7 @@ records" and "abort", and never deletes (the hub must not ask it to).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from bumble.gatt import Characteristic, CharacteristicValue
 
@@ -21,17 +21,19 @@ from drivers._codecs.racp import (
     decode_racp_request,
 )
 from drivers.emulators.ble_payloads import encode_racp_number_of_records, encode_racp_response
-from drivers.emulators.ble_peripherals import DeviceInfo, EmulatedPeripheral
+from drivers.emulators.ble_peripherals import (
+    _I,
+    _N,
+    _R,
+    _READABLE,
+    _RW,
+    _W,
+    DeviceInfo,
+    EmulatedPeripheral,
+)
 
 if TYPE_CHECKING:
     from bumble.device import Connection
-
-_R: Final = Characteristic.Properties.READ
-_N: Final = Characteristic.Properties.NOTIFY
-_I: Final = Characteristic.Properties.INDICATE
-_W: Final = Characteristic.Properties.WRITE
-_READABLE: Final = Characteristic.READABLE
-_RW: Final = Characteristic.READABLE | Characteristic.WRITEABLE
 
 
 @dataclass

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# GATT property and permission shorthands (ble_glucose_meter.py uses them too).
 _R: Final = Characteristic.Properties.READ
 _N: Final = Characteristic.Properties.NOTIFY
 _I: Final = Characteristic.Properties.INDICATE
