@@ -56,6 +56,18 @@ def cuff(address: str = CUFF, serial: str = "SN0001") -> StoredRecordsPeripheral
     )
 
 
+def heart_rate_strap(payloads: list[bytes]) -> StreamingPeripheral:
+    """A heart-rate strap notifying ``payloads`` in turn every 0.05 s."""
+    return StreamingPeripheral(
+        STRAP,
+        "Strap",
+        service_uuid="180D",
+        measurement_uuid="2A37",
+        payloads=payloads,
+        period_s=0.05,
+    )
+
+
 async def test_bp_stored_records_arrive_once_across_connections(
     world: BleWorld, tmp_path: Path, outbox: Outbox
 ) -> None:
@@ -148,14 +160,7 @@ async def test_serial_mismatch_is_refused_with_error_state(
 async def test_heart_rate_stream_is_thinned_to_interval(
     world: BleWorld, tmp_path: Path, outbox: Outbox
 ) -> None:
-    strap = StreamingPeripheral(
-        STRAP,
-        "Strap",
-        service_uuid="180D",
-        measurement_uuid="2A37",
-        payloads=[hr_payload(60 + i) for i in range(10)],
-        period_s=0.05,
-    )
+    strap = heart_rate_strap([hr_payload(60 + i) for i in range(10)])
     await strap.attach(world)
     settings = BleHeartRateSettings(id="hr", address=STRAP, interval_s=0.5)
     hub = Harness(world, tmp_path, outbox, settings)
@@ -175,14 +180,7 @@ async def test_heart_rate_stream_is_thinned_to_interval(
 async def test_heart_rate_link_loss_raises_transient_for_the_supervisor(
     world: BleWorld, tmp_path: Path, outbox: Outbox
 ) -> None:
-    strap = StreamingPeripheral(
-        STRAP,
-        "Strap",
-        service_uuid="180D",
-        measurement_uuid="2A37",
-        payloads=[hr_payload(70)],
-        period_s=0.05,
-    )
+    strap = heart_rate_strap([hr_payload(70)])
     await strap.attach(world)
     hub = Harness(
         world, tmp_path, outbox, BleHeartRateSettings(id="hr", address=STRAP, interval_s=0.1)
@@ -292,14 +290,7 @@ async def test_multi_user_cuff_keeps_only_the_patients_slot(
 async def test_a_silent_stream_is_reconnected(
     world: BleWorld, tmp_path: Path, outbox: Outbox
 ) -> None:
-    strap = StreamingPeripheral(
-        STRAP,
-        "Strap",
-        service_uuid="180D",
-        measurement_uuid="2A37",
-        payloads=[hr_payload(70)],
-        period_s=0.05,
-    )
+    strap = heart_rate_strap([hr_payload(70)])
     await strap.attach(world)
     settings = BleHeartRateSettings(id="hr", address=STRAP, interval_s=0.1, stall_s=0.3)
     hub = Harness(world, tmp_path, outbox, settings)

@@ -28,14 +28,20 @@ pytestmark = pytest.mark.bumble
 METER = "A4:C1:38:00:00:02"
 
 
-async def test_glucose_racp_resumes_after_cursor_across_restart(
-    world: BleWorld, tmp_path: Path, outbox: Outbox
-) -> None:
+def meter_with_two_records() -> GlucoseMeter:
+    """A meter holding record 1 (95 mg/dL) and record 2 (140 mg/dL, with a context)."""
     meter = GlucoseMeter(METER, "Meter")
     meter.add_record(MeterRecord(1, glucose_payload(1, 95)))
     meter.add_record(
         MeterRecord(2, glucose_payload(2, 140, context_follows=True), glucose_context(2))
     )
+    return meter
+
+
+async def test_glucose_racp_resumes_after_cursor_across_restart(
+    world: BleWorld, tmp_path: Path, outbox: Outbox
+) -> None:
+    meter = meter_with_two_records()
     await meter.attach(world)
     # rest_s keeps the first driver from reconnecting before the "restart" below.
     settings = BleGlucoseSettings(id="glucose", address=METER, idle_s=0.5, rest_s=60)
@@ -61,11 +67,7 @@ async def test_glucose_racp_resumes_after_cursor_across_restart(
 async def test_glucose_drop_between_record_and_context_commits_nothing_partial(
     world: BleWorld, tmp_path: Path, outbox: Outbox
 ) -> None:
-    meter = GlucoseMeter(METER, "Meter")
-    meter.add_record(MeterRecord(1, glucose_payload(1, 95)))
-    meter.add_record(
-        MeterRecord(2, glucose_payload(2, 140, context_follows=True), glucose_context(2))
-    )
+    meter = meter_with_two_records()
     meter.drop_after_records = 2  # after record 1 and record 2's measurement, before context
     await meter.attach(world)
     settings = BleGlucoseSettings(id="glucose", address=METER, idle_s=0.5, rest_s=0.1)
