@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from agent.clock import Clock
     from agent.health import Health
     from agent.outbox import Outbox
+    from agent.readings import Reading
     from drivers.base import DriverContext
 
 HUB_ID = "fault-hub"
@@ -111,7 +112,7 @@ class GenDriver:
             self.captured += result.stored
         return stored
 
-    def _reading(self, now: HubTime) -> Any:
+    def _reading(self, now: HubTime) -> Reading:
         n = self.captured
         return make_reading(
             device=self._device,
