@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
+    from agent.config import Config
     from agent.localbroker import MosquittoBroker
 
 pytestmark = pytest.mark.broker
@@ -41,6 +42,26 @@ def start_tls_broker(broker: MosquittoBroker, pki: Pki, *, require_client_cert: 
     )
     broker.extra_lines.append("user root")  # root-run mosquitto must read pytest's tmp dir
     broker.start()
+
+
+async def publish_and_flush(config: Config, count: int) -> tuple[int, str]:
+    """Capture ``count`` readings and flush them through a real Publisher.
+
+    Returns:
+        How many rows the outbox then counts as sent, and the connection state seen
+        after the flush (while the publisher still ran).
+    """
+    outbox = await Outbox.open(config.storage.path)
+    try:
+        publisher, health = build(config, outbox)
+        async with running(publisher):
+            await outbox.capture(make_readings(count))
+            publisher.notify_new_readings()
+            await asyncio.wait_for(publisher.flush(), 10)
+            connection = health.publish.connection
+        return (await outbox.stats()).sent, connection
+    finally:
+        await outbox.close()
 
 
 class RecordingProxy:
@@ -106,15 +127,9 @@ async def test_right_ca_and_server_name_connect_and_deliver(
     start_tls_broker(private_broker, pki, require_client_cert=False)
     tls = TlsConfig(ca_file=pki.ca_file, server_name="broker.test")
     config = make_config(private_broker.host, private_broker.port, topic_prefix, tmp_path, tls=tls)
-    outbox = await Outbox.open(config.storage.path)
-    publisher, health = build(config, outbox)
-    async with running(publisher):
-        await outbox.capture(make_readings(12))
-        publisher.notify_new_readings()
-        await asyncio.wait_for(publisher.flush(), 10)
-        assert health.publish.connection == "online"
-    assert (await outbox.stats()).sent == 12
-    await outbox.close()
+    sent, connection = await publish_and_flush(config, 12)
+    assert connection == "online"
+    assert sent == 12
 
 
 @pytest.mark.parametrize("mistake", ["wrong_ca", "wrong_hostname"])
@@ -172,14 +187,8 @@ async def test_mutual_tls_with_client_certificate(
         key_file=pki.client.key_file,
     )
     config = make_config(private_broker.host, private_broker.port, topic_prefix, tmp_path, tls=tls)
-    outbox = await Outbox.open(config.storage.path)
-    publisher, _ = build(config, outbox)
-    async with running(publisher):
-        await outbox.capture(make_readings(3))
-        publisher.notify_new_readings()
-        await asyncio.wait_for(publisher.flush(), 10)
-    assert (await outbox.stats()).sent == 3
-    await outbox.close()
+    sent, _ = await publish_and_flush(config, 3)
+    assert sent == 3
 
 
 async def test_broker_requiring_client_cert_refuses_a_hub_without_one(
