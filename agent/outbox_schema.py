@@ -142,6 +142,15 @@ def configure(conn: sqlite3.Connection, path: Path) -> None:
     conn.execute("PRAGMA secure_delete=FAST")
     conn.execute("PRAGMA cache_size=-16384")
     conn.execute("PRAGMA temp_store=MEMORY")
+    try:
+        # Captures are inserted set-based over json_each (agent.outbox_store): refuse at
+        # open, not at the first capture, a SQLite built without the JSON functions.
+        conn.execute("SELECT count(*) FROM json_each('[0]')").fetchone()
+    except sqlite3.OperationalError as exc:
+        raise OutboxError(
+            f"{path}: this SQLite ({sqlite3.sqlite_version}) lacks the JSON functions the "
+            "outbox needs; use SQLite 3.38 or newer, or a build with JSON1 enabled"
+        ) from exc
 
 
 def find_corruption(conn: sqlite3.Connection) -> str | None:
