@@ -67,7 +67,12 @@ class Hub:
 
 
 class Fleet:
-    """All the clients and the one loop that drives them."""
+    """All the clients and the one loop that drives them.
+
+    A subclass may set ``backend_class`` to give the backend another client type.
+    """
+
+    backend_class: type[mqtt.Client] = mqtt.Client
 
     def __init__(self, args: argparse.Namespace, port: int) -> None:
         self.args = args
@@ -103,7 +108,7 @@ class Fleet:
         # The backend has its own paho thread: paho reads one packet per loop_read() for
         # a client with nothing in flight, too slow to drain thousands of hubs from the
         # shared loop. Only this thread touches counters.received.
-        backend = mqtt.Client(
+        backend = self.backend_class(
             CallbackAPIVersion.VERSION2,
             client_id="fleet-backend",
             protocol=MQTTProtocolVersion.MQTTv5,
