@@ -104,7 +104,7 @@ async def test_tls_fault_means_no_connection_no_cleartext_outbox_kept_and_slow_r
     document, pending, proxy, connects = await _run_against(fault, tmp_path, topic_prefix)
     assert connects == 0
     publish = document["publish"]
-    assert publish["connection"] not in {"online", "connecting", "starting"}
+    assert publish["connection"] != "online"  # may be "connecting": a retry under way
     assert publish["last_connect_error"] is not None
     assert DETAIL_WORDS[fault] in (publish["last_connect_error_detail"] or "")
     assert "broker_unreachable" in {alarm["name"] for alarm in document["alarms"]}
