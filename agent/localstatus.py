@@ -26,6 +26,8 @@ from agent.errors import ConfigError, OutboxError
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from agent.config import Config
+
 STATE_FILE_NAME: Final = "state.json"
 STATE_FILE_MODE: Final = 0o640
 STATE_VERSION: Final = 1
@@ -197,15 +199,27 @@ def outbox_line(outbox_path: Path, now: datetime) -> str:
     return f"{summary.pending} pending{oldest}, {summary.rejected} rejected, {sent} sent (audit)"
 
 
-def status_main(config_path: str) -> int:
-    """Print the local status. 0: agent running; 3: not running or hung; 78: bad config."""
+def load_local_config(config_path: str) -> Config | None:
+    """The config for a tool that reads only local files (status, queue).
+
+    Files the config names (TLS, passwords) are not checked: irrelevant to a local view.
+
+    Returns:
+        The config, or None after its problems were written to stderr.
+    """
     from agent.configload import load_config  # noqa: PLC0415 - pydantic on demand
 
     try:
-        # Files named by the config (TLS, passwords) are irrelevant to a local view.
-        config = load_config(Path(config_path), check_files=False)
+        return load_config(Path(config_path), check_files=False)
     except ConfigError as exc:
         sys.stderr.write("\n".join(exc.problems) + "\n")
+        return None
+
+
+def status_main(config_path: str) -> int:
+    """Print the local status. 0: agent running; 3: not running or hung; 78: bad config."""
+    config = load_local_config(config_path)
+    if config is None:
         return EX_CONFIG
     now = datetime.now(UTC)
     path = config.storage.path

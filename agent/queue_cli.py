@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final, Literal
 
-from agent.errors import ConfigError, OutboxError
-from agent.localstatus import pid_alive, read_state_file, state_file_path
+from agent.errors import OutboxError
+from agent.localstatus import load_local_config, pid_alive, read_state_file, state_file_path
 
 if TYPE_CHECKING:
     from agent.readings import StoredReading
@@ -52,12 +52,8 @@ def queue_main(action: Action, config_path: str, *, state: str, out: str | None)
         0 on success, 1 when the outbox cannot be read or written, 64 for a bad
         ``state``, 78 for a config that does not load.
     """
-    from agent.configload import load_config  # noqa: PLC0415 - pydantic on demand
-
-    try:
-        config = load_config(Path(config_path), check_files=False)
-    except ConfigError as exc:
-        sys.stderr.write("\n".join(exc.problems) + "\n")
+    config = load_local_config(config_path)
+    if config is None:
         return EX_CONFIG
     path = config.storage.path
     try:

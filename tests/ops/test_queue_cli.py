@@ -112,3 +112,14 @@ async def _capture_steadily(outbox: Outbox, rounds: int) -> None:
         result = await outbox.capture(readings)
         assert result.stored == 5
         await asyncio.sleep(0.005)
+
+
+def test_queue_with_a_bad_config_exits_78_and_names_the_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("hub: {}\n")
+    assert queue_main("list", str(path), state="pending", out=None) == 78
+    captured = capsys.readouterr()
+    assert "hub.id" in captured.err
+    assert captured.out == ""
