@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Final, Literal
 
-from agent.payloads.compact import build_compact
+from agent.payloads.compact import JSON, compact_json
 from agent.payloads.context import PayloadContext
 from agent.payloads.fhir import build_bundle
 
@@ -81,12 +81,12 @@ def encode_batch(
     if not batch:
         raise ValueError("encode_batch needs at least one reading")
     if fmt == "fhir":
-        document = build_bundle(batch, now, context)
+        text = JSON.encode(build_bundle(batch, now, context))
     elif fmt == "compact":
-        document = build_compact(batch, now, context)
+        text = compact_json(batch, now, context)
     else:
         raise ValueError(f"unknown payload format {fmt!r}; expected 'fhir' or 'compact'")
-    payload = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    payload = text.encode()
     seqs = [stored.seq for stored in batch]
     properties = [
         ("wardlink-format", fmt),

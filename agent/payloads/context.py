@@ -5,9 +5,9 @@ Pure: no I/O and no clock; the publisher passes ``now`` in.
 
 from __future__ import annotations
 
-import base64
+import binascii
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final, Literal
 
 from agent.clock import HubTime, PublishedTime, restamp
@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 
 WARDLINK_FHIR_BASE: Final = "https://fhir.wardlink.org"
 DEFAULT_PATIENT_ID_SYSTEM: Final = f"{WARDLINK_FHIR_BASE}/Id/patient"
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS: Final = timedelta(milliseconds=1)
+_UUID_BASE64_CHARS: Final = 22
+_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +66,10 @@ def format_instant(moment: datetime) -> str:
 
 def epoch_ms(moment: datetime) -> int:
     """Whole milliseconds since 1970-01-01T00:00:00Z (rounded down)."""
-    delta = moment.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+    if moment.tzinfo is None:
+        moment = moment.astimezone(UTC)  # a naive time is local, as astimezone says
+    # Aware datetimes subtract in UTC; floor division by 1 ms rounds down, like // 1000.
+    return (moment - _EPOCH) // _ONE_MS
 
 
 def compact_number(value: float) -> int | float:
@@ -73,4 +79,6 @@ def compact_number(value: float) -> int | float:
 
 def uuid_base64url(reading: Reading) -> str:
     """The reading id as 22 base64url characters (no padding)."""
-    return base64.urlsafe_b64encode(reading.reading_id.bytes).rstrip(b"=").decode("ascii")
+    # 16 bytes are always 22 characters and "==": binascii avoids base64's wrappers.
+    encoded = binascii.b2a_base64(reading.reading_id.bytes, newline=False)
+    return encoded[:_UUID_BASE64_CHARS].translate(_URLSAFE).decode("ascii")
