@@ -1,4 +1,4 @@
-"""`wardlink simulate-ble PROFILE [--transport T]`: run an emulated BLE health device.
+"""`wardlink simulate ble PROFILE [--transport T]`: run an emulated BLE health device.
 
 Without a transport, the device and the hub's BLE driver run together in this process
 over bumble's in-process LocalLink, and each captured reading is printed: a quick
