@@ -145,10 +145,16 @@ def _device_time(stamp: DateTimeFields | None) -> tuple[datetime | None, tuple[s
     return moment, (() if moment is not None else ("device_time_invalid",))
 
 
-def _plx_spot(m: plx.PlxSpotCheck) -> list[_Draft]:
+def _plx_values(m: plx.PlxSpotCheck | plx.PlxContinuous) -> list[Quantity]:
+    """SpO2 and pulse rate, then the perfusion index when the device sent one."""
     values = [_q("spo2", m.spo2, "%"), _q("pulse_rate", m.pulse_rate, "/min")]
     if m.pai is not None:
         values.append(_q("perfusion_index", m.pai, "%"))
+    return values
+
+
+def _plx_spot(m: plx.PlxSpotCheck) -> list[_Draft]:
+    values = _plx_values(m)
     moment, time_status = _device_time(m.timestamp)
     status = (*(m.measurement_status or ()), *(m.device_sensor_status or ()), *time_status)
     return [
@@ -159,9 +165,7 @@ def _plx_spot(m: plx.PlxSpotCheck) -> list[_Draft]:
 
 
 def _plx_continuous(m: plx.PlxContinuous) -> list[_Draft]:
-    values = [_q("spo2", m.spo2, "%"), _q("pulse_rate", m.pulse_rate, "/min")]
-    if m.pai is not None:
-        values.append(_q("perfusion_index", m.pai, "%"))
+    values = _plx_values(m)
     extra = {
         name: _text(number)
         for name, number in (
