@@ -1,9 +1,14 @@
 """Drain benchmark: N pending readings in a real outbox -> local Mosquitto, PUBACK-confirmed.
 
 Prints readings/s for batched messages and for one reading per message, with machine
-info. Every reading counted is PUBACKed (reason < 0x80) and marked sent in SQLite.
-No subscriber is attached (the broker answers 0x10, which counts as accepted), so the
-figure is the hub's cost, not a consumer's.
+info and load. Every reading counted is PUBACKed (reason < 0x80) and marked sent in
+SQLite. No subscriber is attached (the broker answers 0x10, which counts as accepted), so
+the figure is the hub's cost, not a consumer's.
+
+On a shared machine readings/s follows the load; the CPU figures do much less: "CPU"
+is this process's user+system time per reading, "loop" the event-loop thread's share
+(encoding, paho, publisher), the rest is the outbox's SQLite thread (select, decode,
+mark_sent). Mosquitto's own CPU is not counted.
 
     python bench/drain.py [--readings 200000] [--format compact|fhir] [--batch-size 50]
 """
@@ -22,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt
@@ -73,9 +79,18 @@ async def fill(path: Path, count: int) -> float:
     return elapsed
 
 
+@dataclass(frozen=True, slots=True)
+class DrainResult:
+    """One drain: wall time and CPU seconds (whole process, and the event-loop thread)."""
+
+    elapsed_s: float
+    cpu_s: float
+    loop_cpu_s: float
+
+
 async def drain(
     path: Path, broker: MosquittoBroker, count: int, batch_size: int, fmt: str, window: int
-) -> float:
+) -> DrainResult:
     config = Config(
         hub=HubConfig(id="bench-hub"),
         patient=PatientConfig(id="bench-patient", binding_version=1),
@@ -95,9 +110,12 @@ async def drain(
     health = Health(hub_id="bench-hub", clock=clock)
     publisher = Publisher(config, outbox, encoder, health, clock, {"devices": []})
     started = time.perf_counter()
+    cpu_started, loop_started = time.process_time(), time.thread_time()
     task = asyncio.create_task(publisher.run())
     await publisher.flush()
     elapsed = time.perf_counter() - started
+    cpu_s = time.process_time() - cpu_started
+    loop_cpu_s = time.thread_time() - loop_started
     await publisher.close()
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -106,7 +124,19 @@ async def drain(
     await outbox.close()
     if stats.sent != count or stats.pending or stats.rejected:
         sys.exit(f"drain incomplete: {stats}")
-    return elapsed
+    return DrainResult(elapsed, cpu_s, loop_cpu_s)
+
+
+def report_line(args: argparse.Namespace, batch_size: int, result: DrainResult) -> str:
+    """One drain's figures: rate, then CPU per reading (process, event-loop thread)."""
+    count = args.readings
+    return (
+        f"drain {args.format}, {batch_size:>3} readings/message, window {args.window}: "
+        f"{count} in {result.elapsed_s:.2f} s = {count / result.elapsed_s:,.0f} readings/s "
+        f"({count / batch_size / result.elapsed_s:,.0f} messages/s); CPU "
+        f"{result.cpu_s / count * 1e6:.1f} us/reading (loop {result.loop_cpu_s / count * 1e6:.1f})"
+        f"; load {os.getloadavg()[0]:.1f}"
+    )
 
 
 async def main() -> None:
@@ -118,6 +148,7 @@ async def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     print(machine_info())
+    print(f"load average at start: {os.getloadavg()[0]:.1f}")
     print("caveat: shared, noisy 2-core VM with a host-cached disk; a Pi is 3-5x slower (CPU)")
     with tempfile.TemporaryDirectory(prefix="wardlink-drain-") as tmp:
         work = Path(tmp)
@@ -136,15 +167,10 @@ async def main() -> None:
                     source = Path(f"{seed}{suffix}")
                     if source.exists():  # noqa: ASYNC240 - setup, not measured
                         shutil.copy(source, f"{db}{suffix}")
-                elapsed = await drain(
+                result = await drain(
                     db, broker, args.readings, batch_size, args.format, args.window
                 )
-                print(
-                    f"drain {args.format}, {batch_size:>3} readings/message, window "
-                    f"{args.window}: {args.readings} in {elapsed:.2f} s = "
-                    f"{args.readings / elapsed:,.0f} readings/s "
-                    f"({args.readings / batch_size / elapsed:,.0f} messages/s)"
-                )
+                print(report_line(args, batch_size, result))
         finally:
             broker.kill()
 

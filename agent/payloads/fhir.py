@@ -64,6 +64,7 @@ _ABSENT_REASONS: Final = {
     "-inf": "negative-infinity",
 }
 
+_RFC3986_QUOTED: Final = quote(RFC3986_SYSTEM, safe=":/")
 _VITAL_SIGNS: Final = [{"coding": [{"system": _CATEGORY_SYSTEM, "code": "vital-signs"}]}]
 
 
@@ -171,23 +172,28 @@ def _observation_entries(
     if not groups:
         # Nothing measured (all fields absent): still say a reading happened.
         groups = [(primary, [])]
+    # What every Observation of this reading repeats is worked out once per reading.
+    effective = format_instant(times.effective)
+    head, tail = _reading_parts(stored, times, context)
     entries = []
     for name, quantities in groups:
         # The reading's own id goes to its main quantity, or to the first if that is absent.
         is_primary = name == primary or (name == groups[0][0] and primary not in dict(groups))
         obs_id = reading.reading_id if is_primary else uuid.uuid5(reading.reading_id, name)
         resource = _observation(reading, name, quantities, refs)
-        resource["effectiveDateTime"] = format_instant(times.effective)
+        resource["effectiveDateTime"] = effective
+        parts = head + tail if is_primary else [*head, _reading_id_part(reading), *tail]
         resource["extension"] = [
             {"url": GATEWAY_EXTENSION, "valueReference": {"reference": refs.gateway}},
-            _reading_extension(stored, times, context, None if is_primary else reading),
+            {"url": READING_EXTENSION, "extension": [{"url": u, t: v} for u, t, v in parts]},
         ]
         identifier = f"urn:uuid:{obs_id}"
         resource["identifier"] = [{"system": RFC3986_SYSTEM, "value": identifier}]
         request = {
             "method": "POST",
             "url": "Observation",
-            "ifNoneExist": _search_token(RFC3986_SYSTEM, identifier),
+            # A urn:uuid needs no percent-encoding (hex digits, '-' and ':').
+            "ifNoneExist": f"identifier={_RFC3986_QUOTED}|{identifier}",
         }
         entries.append({"fullUrl": identifier, "resource": resource, "request": request})
     return entries
@@ -247,40 +253,49 @@ def _value(quantity: Quantity) -> Json:
     return {"valueQuantity": result}
 
 
-def _reading_extension(
-    stored: StoredReading,
-    times: PublishedTime,
-    context: PayloadContext,
-    secondary_of: Reading | None,
-) -> Json:
-    """Our complex extension: seq, binding version and where the time came from."""
+_Part = tuple[str, str, Any]
+
+
+def _reading_id_part(reading: Reading) -> _Part:
+    """On a secondary Observation: the id of the reading it came from."""
+    return ("readingId", "valueUri", f"urn:uuid:{reading.reading_id}")
+
+
+def _reading_parts(
+    stored: StoredReading, times: PublishedTime, context: PayloadContext
+) -> tuple[list[_Part], list[_Part]]:
+    """Our complex extension's parts (seq, binding version, where the time came from).
+
+    Returned as the parts before and after where a secondary Observation puts its
+    ``readingId``, so one reading's Observations share the work.
+    """
     reading = stored.reading
-    parts: list[tuple[str, str, Any]] = [
+    receipt = format_instant(times.receipt)
+    head: list[_Part] = [
         ("seq", "valueInteger", stored.seq),
         ("bindingVersion", "valueInteger", reading.patient.binding_version),
         ("timeSource", "valueCode", times.time_source.value),
         *(("timeFlag", "valueCode", flag) for flag in times.flags),
-        ("hubReceipt", "valueInstant", format_instant(times.receipt)),
+        ("hubReceipt", "valueInstant", receipt),
         ("hubClockSynced", "valueBoolean", reading.received.clock_synced),
         *(("status", "valueCode", status) for status in reading.status),
         ("driver", "valueString", f"{reading.device.driver} {reading.driver_version}"),
     ]
-    if secondary_of is not None:
-        parts.append(("readingId", "valueUri", f"urn:uuid:{secondary_of.reading_id}"))
+    tail: list[_Part] = []
     if not reading.received.clock_synced:
-        parts += [
+        tail += [
             ("recordedReceipt", "valueInstant", format_instant(reading.received.utc)),
             ("monotonicNs", "valueString", str(reading.received.monotonic_ns)),
             ("bootId", "valueString", reading.received.boot_id),
         ]
     if reading.device_time is not None:
-        parts += [
+        tail += [
             ("deviceTime", "valueString", reading.device_time),
             ("deviceTimeZone", "valueString", context.timezone_name),
         ]
     if reading.device_clock_offset_s is not None:
-        parts.append(("deviceClockOffsetS", "valueDecimal", reading.device_clock_offset_s))
+        tail.append(("deviceClockOffsetS", "valueDecimal", reading.device_clock_offset_s))
     if reading.device_seq is not None:
-        parts.append(("deviceSeq", "valueInteger", reading.device_seq))
-    parts += [("extra", "valueString", f"{k}={v}") for k, v in sorted(reading.extra.items())]
-    return {"url": READING_EXTENSION, "extension": [{"url": u, t: v} for u, t, v in parts]}
+        tail.append(("deviceSeq", "valueInteger", reading.device_seq))
+    tail += [("extra", "valueString", f"{k}={v}") for k, v in sorted(reading.extra.items())]
+    return head, tail
