@@ -113,6 +113,8 @@ def build_agent(
     health = Health(hub_id=config.hub.id, clock=clock)
     if outbox.quarantined is not None:
         health.raise_alarm("outbox_quarantined", f"corrupt outbox moved to {outbox.quarantined}")
+    if outbox.data_loss is not None:
+        health.raise_alarm("outbox_data_lost", outbox.data_loss)
     encoder = make_encoder(
         config.payload.format,
         PayloadContext(

@@ -79,6 +79,7 @@ class OutboxStats:
     quarantined: str | None  # path of a corrupt db moved aside at open, else None
     audit_truncated: int = 0  # sent rows deleted before their audit window to make room
     commits: int = 0  # transactions committed since open (group commit makes this small)
+    data_loss: str | None = None  # why committed readings may have been lost before this open
 
 
 @dataclass(slots=True)
@@ -161,6 +162,11 @@ class Outbox:
             group_commit_s=group_commit_s,
             clock=clock if clock is not None else SystemClock(),
         )
+
+    @property
+    def data_loss(self) -> str | None:
+        """Why committed readings may have been lost before this open (agent/outbox_guard.py)."""
+        return self._store.data_loss
 
     @property
     def quarantined(self) -> Path | None:
@@ -388,6 +394,7 @@ class Outbox:
             quarantined=str(store.quarantined) if store.quarantined else None,
             audit_truncated=store.counters["audit_truncated"],
             commits=store.commits,
+            data_loss=store.data_loss,
         )
 
     def _now_us(self) -> int:

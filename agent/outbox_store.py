@@ -22,6 +22,7 @@ from agent.outbox_codec import (
     decode_reading,
     received_utc_of,
 )
+from agent.outbox_guard import RESERVE_BLOCK, GuardState, judge_loss, read_guard, write_guard
 from agent.outbox_schema import (
     DELIVERED,
     PENDING,
@@ -128,6 +129,8 @@ class OutboxStore:
         self.capacity_readings = capacity_readings
         self.receipts = receipts
         self.quarantined = quarantined
+        self.data_loss: str | None = None  # why committed readings may be gone, if so
+        self._reserved_seq = 0
         self.commits = 0
         self.duplicates_total = 0
         self.counts = dict.fromkeys(STATE_NAMES, 0)
@@ -144,6 +147,9 @@ class OutboxStore:
     def open(cls, path: Path, *, capacity_readings: int, receipts: bool) -> OutboxStore:
         """Open (creating, migrating, or quarantining a corrupt file) the outbox at ``path``."""
         quarantined: Path | None = None
+        # Read before SQLite opens the file (it creates the -wal on first use).
+        wal_existed = path.with_name(path.name + "-wal").exists()
+        prior = read_guard(path)
         try:
             conn = connect(path)
         except sqlite3.Error as exc:
@@ -169,19 +175,24 @@ class OutboxStore:
             configure(conn, path)
             migrate(conn, path)
             cls._set_receipt_index(conn, receipts=receipts)
-            return cls(
+            store = cls(
                 conn,
                 path,
                 capacity_readings=capacity_readings,
                 receipts=receipts,
                 quarantined=quarantined,
             )
+            store.start_seq_guard(prior, wal_existed=wal_existed)
         except sqlite3.Error as exc:
             conn.close()
             raise OutboxError(f"{path}: cannot open the outbox: {exc}") from exc
+        except OSError as exc:
+            conn.close()
+            raise OutboxError(f"{path}: cannot write the seq guard: {exc}") from exc
         except OutboxError:
             conn.close()
             raise
+        return store
 
     @staticmethod
     def _set_receipt_index(conn: sqlite3.Connection, *, receipts: bool) -> None:
@@ -194,6 +205,51 @@ class OutboxStore:
             )
         else:
             conn.execute("DROP INDEX IF EXISTS readings_sent_by_id")
+
+    # -- the seq guard (agent/outbox_guard.py) -----------------------------------------
+
+    def start_seq_guard(self, prior: GuardState | None, *, wal_existed: bool) -> None:
+        """Judge a possible loss since the last run, never reuse a seq, mark us running.
+
+        Raises:
+            OSError: the guard file cannot be written.
+        """
+        last = self.last_seq()
+        self.data_loss = judge_loss(
+            prior, last_seq=last, wal_existed=wal_existed, quarantined=self.quarantined is not None
+        )
+        if self.data_loss is not None and prior is not None and prior.reserved_seq > last:
+            # Continue above everything that may have been handed out: a gap, never a reuse.
+            with self._transaction("seq guard"):
+                self._set_last_seq(prior.reserved_seq)
+            logger.critical(
+                "outbox: %s; readings may be lost; seq continues at %d",
+                self.data_loss,
+                prior.reserved_seq + 1,
+            )
+        self._reserved_seq = max(self.last_seq(), prior.reserved_seq if prior else 0)
+        self._reserved_seq += RESERVE_BLOCK
+        write_guard(self.path, GuardState(self._reserved_seq, clean=False))
+
+    def _set_last_seq(self, seq: int) -> None:
+        updated = self._conn.execute(
+            "UPDATE sqlite_sequence SET seq = ? WHERE name = 'readings'", (seq,)
+        ).rowcount
+        if not updated:
+            self._conn.execute(
+                "INSERT INTO sqlite_sequence(name, seq) VALUES ('readings', ?)", (seq,)
+            )
+
+    def _reserve(self, highest_seq: int) -> None:
+        """Make the guard cover ``highest_seq`` before it is used (one fsync per block)."""
+        if highest_seq <= self._reserved_seq:
+            return
+        reserved = highest_seq + RESERVE_BLOCK
+        try:
+            write_guard(self.path, GuardState(reserved, clean=False))
+        except OSError as exc:
+            raise sqlite3.OperationalError(f"seq guard not written: {exc}") from exc
+        self._reserved_seq = reserved
 
     # -- transactions -------------------------------------------------------------
 
@@ -271,6 +327,7 @@ class OutboxStore:
         # this write transaction) so the bodies rows can share them; SQLite still raises
         # the high-water mark, so a seq is never reused.
         first_seq = self.last_seq() + 1
+        self._reserve(first_seq + len(rows) - 1)
         try:
             self._insert_bodies(rows, first_seq)
             captured = [(len(op), 0) for op in captures]
@@ -435,4 +492,10 @@ class OutboxStore:
         except sqlite3.Error as exc:
             # The WAL stays and is replayed at the next open: nothing is lost.
             logger.warning("outbox checkpoint at close failed: %s", exc)
+            self._conn.close()
+            return  # not clean: the WAL is still needed at the next open
         self._conn.close()
+        try:
+            write_guard(self.path, GuardState(self._reserved_seq, clean=True))
+        except OSError as exc:
+            logger.warning("outbox seq guard not marked clean: %s", exc)

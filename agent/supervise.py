@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from agent.errors import DeviceError, OutboxError, PermanentDeviceError
 from drivers.base import DeviceReporter, DeviceState
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from drivers.base import Driver
 
 log = logging.getLogger(__name__)
+
+STORAGE_RETRY_S: Final = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,10 @@ def delay_for_error(exc: BaseException, attempt: int, backoff: Backoff) -> float
     """Permanent errors wait the full cap; transient ones back off with jitter."""
     if isinstance(exc, PermanentDeviceError):
         return backoff.max_s
+    if isinstance(exc, OutboxError):
+        # Storage (disk full, I/O) is not the device's fault: retry soon and steadily, so
+        # capture resumes within seconds of space returning, not after a long backoff.
+        return min(STORAGE_RETRY_S, backoff.max_s)
     return backoff.delay_s(attempt)
 
 

@@ -84,7 +84,16 @@ async def test_a_newer_database_is_refused_and_not_touched(tmp_path: Path) -> No
         await Outbox.open(db)
 
     assert _digest(db) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["outbox.db"]
+    # The seq guard of the earlier run is there, as it was: a refused open writes nothing.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outbox.db", "outbox.db.seq"]
+
+
+async def _last_seq(db: Path) -> int:
+    outbox = await Outbox.open(db)
+    try:
+        return (await outbox.stats()).last_seq
+    finally:
+        await outbox.close()
 
 
 def _garbage_header(db: Path) -> None:
@@ -121,6 +130,7 @@ async def test_a_corrupt_database_is_moved_aside_and_capture_continues(
 ) -> None:
     db = tmp_path / "outbox.db"
     await _populated(db)
+    handed_out = await _last_seq(db)
     corrupt(db)
     corrupt_digest = _digest(db)
 
@@ -135,8 +145,12 @@ async def test_a_corrupt_database_is_moved_aside_and_capture_continues(
     assert moved.name.startswith("outbox.db.corrupt-")
     assert _digest(moved) == corrupt_digest  # kept byte for byte, never written to
     assert stats.quarantined == str(moved)
-    assert (result.stored, stats.pending, stats.last_seq) == (1, 1, 1)
-    assert [r.levelname for r in caplog.records] == ["CRITICAL"]
+    assert (result.stored, stats.pending) == (1, 1)
+    # The fresh outbox never hands out a seq the old one may have used (outbox_guard.py).
+    assert stats.last_seq > handed_out
+    assert stats.data_loss is not None
+    assert "corrupt" in stats.data_loss
+    assert {r.levelname for r in caplog.records} == {"CRITICAL"}
     assert "corrupt" in caplog.records[0].getMessage()
 
 

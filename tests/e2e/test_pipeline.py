@@ -164,7 +164,9 @@ async def test_kill_9_at_random_moments_loses_no_committed_reading(
                 assert max(committed.values()) >= last_max_seq
                 last_max_seq = max(committed.values())
         # The hub died without saying so: the broker published its Last Will.
-        await _wait(lambda: retained_state(sub.messages(), f"{HUB_ID}/status") == "offline")
+        await _wait(
+            lambda: retained_state(sub.messages(), f"{HUB_ID}/status") == "offline", timeout_s=45
+        )
         onlines = _count_state(sub, "online")
         await agent.start()
         await _wait(lambda: _count_state(sub, "online") > onlines)

@@ -102,3 +102,12 @@ def test_full_jitter_stays_within_bounds_and_grows() -> None:
     late = [backoff.delay_s(10, rng) for _ in range(500)]
     assert max(late) > 45  # spread across the whole window, not clustered at the minimum
     assert min(late) < 15
+
+
+def test_storage_errors_retry_soon_whatever_the_attempt() -> None:
+    from agent.errors import OutboxError
+    from agent.supervise import STORAGE_RETRY_S, delay_for_error
+
+    backoff = Backoff(min_s=1.0, max_s=120.0)
+    delays = {delay_for_error(OutboxError("disk full"), n, backoff) for n in range(20)}
+    assert delays == {STORAGE_RETRY_S}
