@@ -495,6 +495,8 @@ class OutboxStore:
             self._conn.close()
             return  # not clean: the WAL is still needed at the next open
         self._conn.close()
+        if not self._reserved_seq:
+            return  # a tool's view of the outbox (outboxview.py), not the agent's: no guard
         try:
             write_guard(self.path, GuardState(self._reserved_seq, clean=True))
         except OSError as exc:
