@@ -44,6 +44,34 @@ log = logging.getLogger(__name__)
 
 FAILURE: Final = 0x80  # MQTT 5: reason codes from 0x80 up are failures
 MISC_INTERVAL_S: Final = 1.0  # paho's own loop calls loop_misc about once a second
+RECV_CHUNK_BYTES: Final = 65536  # one recv per socket wake-up (a burst of PUBACKs)
+
+
+class BufferedClient(mqtt.Client):
+    """A paho client that takes whatever the socket holds in one ``recv``.
+
+    paho reads each packet in three ``recv`` calls (type, length, body) and ends every
+    read with a failing one: four system calls per PUBACK. Here one call serves a whole
+    burst of PUBACKs from a buffer. Bytes already in the buffer do not wake the event
+    loop, so ``MqttLink`` keeps calling ``loop_read`` while ``buffered_bytes`` says so.
+    """
+
+    _rbuf: bytes = b""
+    _rpos: int = 0
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes taken off the socket that paho has not read yet."""
+        return len(self._rbuf) - self._rpos
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        buf, pos = self._rbuf, self._rpos
+        if pos >= len(buf):
+            buf = super()._sock_recv(RECV_CHUNK_BYTES)  # raises BlockingIOError if empty
+            pos = 0
+        piece = buf[pos : pos + bufsize]
+        self._rbuf, self._rpos = buf, pos + len(piece)
+        return piece  # b"" only when the socket said end of stream, as paho expects
 
 
 class MqttLink:
@@ -62,6 +90,8 @@ class MqttLink:
         self._on_message = on_message
         self._sock: SocketLike | None = None
         self._want_write = False
+        self._writer_added = False
+        self._write_scheduled = False
         self._attached = False
         self._connack: asyncio.Future[int] = self._loop.create_future()
         self.closed: asyncio.Future[str] = self._loop.create_future()
@@ -121,13 +151,37 @@ class MqttLink:
         if self._sock is not None:
             self._loop.add_reader(self._sock, self._read)
             if self._want_write:
-                self._loop.add_writer(self._sock, self._write)
+                self._schedule_write()
 
     def _read(self) -> None:
-        self.client.loop_read()
+        client = self.client
+        client.loop_read()
+        # paho stops after as many packets as it has messages in flight; what is left
+        # in the buffer would wait for the next socket wake-up, so read it now. Every
+        # call consumes at least one buffered byte, so this ends.
+        while isinstance(client, BufferedClient) and client.buffered_bytes and self._sock:
+            client.loop_read()
 
     def _write(self) -> None:
         self.client.loop_write()
+
+    def _schedule_write(self) -> None:
+        # Write on the next loop turn rather than waiting for "writable" from epoll: the
+        # socket almost always is, and adding then removing a writer for every publish
+        # cost two epoll_ctl calls and a loop turn. Publishes of one turn share the call.
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            self._loop.call_soon(self._write_now)
+
+    def _write_now(self) -> None:
+        self._write_scheduled = False
+        if self._sock is None or not self._want_write:
+            return
+        self.client.loop_write()
+        # Still wanted: the socket would block (or TLS wants to read first). Wait for it.
+        if self._want_write and self._sock is not None and not self._writer_added:
+            self._writer_added = True
+            self._loop.add_writer(self._sock, self._write)
 
     async def _misc(self) -> None:
         while not self.closed.done():
@@ -149,17 +203,19 @@ class MqttLink:
         if self._attached:
             self._loop.remove_reader(sock)
             self._loop.remove_writer(sock)
+        self._writer_added = False
         self._sock = None
 
-    def _register_write(self, _c: mqtt.Client, _u: object, sock: SocketLike) -> None:
+    def _register_write(self, _c: mqtt.Client, _u: object, _sock: SocketLike) -> None:
         self._want_write = True
         if self._attached:
-            self._loop.add_writer(sock, self._write)
+            self._schedule_write()
 
     def _unregister_write(self, _c: mqtt.Client, _u: object, sock: SocketLike) -> None:
         self._want_write = False
-        if self._attached:
+        if self._attached and self._writer_added:
             self._loop.remove_writer(sock)
+        self._writer_added = False
 
     def _connected(
         self, _c: mqtt.Client, _u: object, _f: object, code: ReasonCode, _p: object
@@ -209,6 +265,7 @@ class MqttLink:
             if self._attached:
                 self._loop.remove_reader(sock)
                 self._loop.remove_writer(sock)
+            self._writer_added = False
             with contextlib.suppress(OSError):
                 sock.close()
             self._sock = None
@@ -335,7 +392,7 @@ def _make_client(
     """
     mqtt5 = cfg.protocol == "5"
     protocol = MQTTProtocolVersion.MQTTv5 if mqtt5 else MQTTProtocolVersion.MQTTv311
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
+    client = BufferedClient(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
     client.connect_timeout = cfg.connect_timeout_s
     # Our own window bounds in-flight messages; paho must never queue behind it.
     client.max_inflight_messages_set(0)
