@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.mqttlink import publish_properties
+from agent.mqttprops import publish_properties
 
 texts = st.text(max_size=300)
 
