@@ -54,6 +54,12 @@ log = logging.getLogger(__name__)
 
 FAILURE: Final = 0x80  # MQTT 5: reason codes from 0x80 up are failures
 MISC_INTERVAL_S: Final = 1.0  # paho's own loop calls loop_misc about once a second
+# A healthy link hears from the broker at least every keepalive (a PINGRESP, a PUBACK);
+# silence for this many keepalives means a half-open link (NAT timeout, dead peer).
+# loop_misc runs every keepalive/20 at most, so pings go out on time and the silence is
+# caught within 1.45 x keepalive (reliability.md T5 asks for 1.5 x). A healthy link's
+# longest silence is 1.05 x keepalive + one round trip.
+HALF_OPEN_SILENCE: Final = 1.4
 RECV_CHUNK_BYTES: Final = 65536  # one recv per socket wake-up (a burst of PUBACKs)
 
 
@@ -107,6 +113,8 @@ class MqttLink:
         self.closed: asyncio.Future[str] = self._loop.create_future()
         self.waiters: dict[int, asyncio.Future[int]] = {}
         self._misc_task: asyncio.Task[None] | None = None
+        self._keepalive_s = 60.0
+        self._last_read = self._loop.time()
         client.on_socket_open = self._socket_open
         client.on_socket_close = self._socket_close
         client.on_socket_register_write = self._register_write
@@ -136,6 +144,7 @@ class MqttLink:
             OSError, ssl.SSLError: the TCP connect or TLS handshake failed.
             TimeoutError: paho's connect timed out.
         """
+        self._keepalive_s = float(keepalive_s)
         clean: Any = True if mqtt5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY
         worker = asyncio.ensure_future(
             asyncio.to_thread(self.client.connect, host, port, keepalive_s, clean_start=clean)
@@ -147,6 +156,7 @@ class MqttLink:
             worker.add_done_callback(self._abandoned)
             raise
         self._attach()
+        self._last_read = self._loop.time()
         self._misc_task = asyncio.create_task(self._misc(), name="mqtt-misc")
         return await self._connack
 
@@ -164,6 +174,7 @@ class MqttLink:
                 self._schedule_write()
 
     def _read(self) -> None:
+        self._last_read = self._loop.time()
         client = self.client
         client.loop_read()
         # paho stops after as many packets as it has messages in flight; what is left
@@ -194,11 +205,22 @@ class MqttLink:
             self._loop.add_writer(self._sock, self._write)
 
     async def _misc(self) -> None:
+        interval_s = min(MISC_INTERVAL_S, self._keepalive_s / 20)
         while not self.closed.done():
-            await asyncio.sleep(MISC_INTERVAL_S)
-            # Sends PINGREQ when due and drops a half-open connection whose PINGRESP
-            # never came (paho keepalive); the loss then reaches _disconnected.
+            await asyncio.sleep(interval_s)
+            # Sends PINGREQ when due (paho keepalive); a dead link is caught below sooner
+            # than paho would (it waits a whole keepalive for the PINGRESP).
             self.client.loop_misc()
+            silent_s = self._loop.time() - self._last_read
+            if self.is_connected and silent_s > HALF_OPEN_SILENCE * self._keepalive_s:
+                log.warning(
+                    "no traffic from the broker for %.1f s (keepalive %.0f s): "
+                    "dropping the half-open connection",
+                    silent_s,
+                    self._keepalive_s,
+                )
+                self.abort(f"half-open: nothing received for {silent_s:.1f} s")
+                return
 
     def _socket_open(self, _c: mqtt.Client, _u: object, sock: SocketLike) -> None:
         self._sock = sock
@@ -266,7 +288,7 @@ class MqttLink:
         self.waiters[mid] = waiter
         return await waiter
 
-    def abort(self) -> None:
+    def abort(self, reason: str = "aborted") -> None:
         """Drop the connection without a DISCONNECT (the will fires); idempotent."""
         if self._misc_task is not None:
             self._misc_task.cancel()
@@ -280,7 +302,7 @@ class MqttLink:
                 sock.close()
             self._sock = None
         if not self.closed.done():
-            self.closed.set_result("aborted")
+            self.closed.set_result(reason)
         if not self._connack.done():
             self._connack.set_exception(ConnectionError("aborted before CONNACK"))
             self._connack.exception()  # retrieved: nobody else will look at it
