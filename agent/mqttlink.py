@@ -166,6 +166,11 @@ class MqttLink:
             worker.exception()  # retrieved, so asyncio does not log it as lost
         self.abort()
 
+    @property
+    def handshake_done(self) -> bool:
+        """TCP connect (and TLS handshake) finished; waiting for or past CONNACK."""
+        return self._attached
+
     def _attach(self) -> None:
         self._attached = True
         if self._sock is not None:
@@ -401,6 +406,27 @@ async def connect_link(
         raise
 
 
+# OpenSSL X509_V_ERR_* codes (x509_vfy.h) -> the status kind health reports.
+_VERIFY_KINDS: Final[dict[int, str]] = {
+    9: "tls_cert_not_yet_valid",  # clock before notBefore: often the hub's clock (no RTC)
+    10: "tls_cert_expired",
+    18: "tls_unknown_ca",  # self-signed certificate
+    19: "tls_unknown_ca",  # self-signed certificate in chain
+    20: "tls_unknown_ca",  # unable to get local issuer certificate
+    21: "tls_unknown_ca",  # unable to verify the first certificate
+    62: "tls_hostname_mismatch",
+    64: "tls_hostname_mismatch",  # IP address mismatch
+}
+TLS_FAILURE_KINDS: Final = frozenset({"tls_error", "tls_client_rejected", *_VERIFY_KINDS.values()})
+
+
+def tls_failure_kind(exc: ssl.SSLError) -> str:
+    """A distinct status kind per certificate problem, so health says which one."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return _VERIFY_KINDS.get(exc.verify_code, "tls_error")
+    return "tls_error"
+
+
 async def _open(link: MqttLink, cfg: MqttConfig) -> MqttLink:
     try:
         async with asyncio.timeout(cfg.connect_timeout_s + 2.0):
@@ -412,10 +438,22 @@ async def _open(link: MqttLink, cfg: MqttConfig) -> MqttLink:
                 thread_timeout_s=cfg.connect_timeout_s,
             )
     except ssl.SSLError as exc:  # includes certificate and host name mismatches
-        raise ConnectFailedError("tls_error", str(exc)) from exc
+        raise ConnectFailedError(tls_failure_kind(exc), str(exc)) from exc
     except TimeoutError as exc:
         raise ConnectFailedError("timeout", "no CONNACK in time") from exc
-    except (OSError, ConnectionError) as exc:
+    except ConnectionError as exc:
+        if link.handshake_done and cfg.tls is not None:
+            # TLS 1.3: the broker checks the client certificate after the handshake and
+            # then just closes, so a refused (or missing) client certificate looks like
+            # this. Saying so sends the technician to the certificate, not the network.
+            raise ConnectFailedError(
+                "tls_client_rejected",
+                f"{exc}: the broker closed the connection right after the TLS handshake; "
+                "does it require a client certificate, and is the hub's (mqtt.tls.cert_file) "
+                "issued by a CA it trusts?",
+            ) from exc
+        raise ConnectFailedError("network_error", str(exc)) from exc
+    except OSError as exc:
         raise ConnectFailedError("network_error", str(exc)) from exc
     if code >= FAILURE:
         kind = "auth_error" if code in AUTH_REFUSALS else "broker_refused"

@@ -25,6 +25,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from agent.crashpoints import crash_point
 from agent.errors import OutboxError, PublishError
 from agent.mqttlink import (
+    TLS_FAILURE_KINDS,
     ConnectFailedError,
     MqttLink,
     connect_link,
@@ -60,7 +61,7 @@ MARK_RETRY_S: Final = 5.0
 # not mean one SQLite query per message (a page is at most a few MB in memory).
 PAGE_READINGS: Final = 2000
 # Connection failures that retrying soon cannot fix: wait the maximum backoff.
-PERMANENT_KINDS: Final = frozenset({"tls_error", "auth_error", "config_error"})
+PERMANENT_KINDS: Final = frozenset({"auth_error", "config_error", *TLS_FAILURE_KINDS})
 
 
 @dataclass(frozen=True, slots=True)

@@ -172,7 +172,7 @@ async def test_tls_fails_cleanly_before_the_certificate_notbefore_and_recovers_a
             await wait_for(lambda: agent.health.publish.last_connect_error is not None)
             publish = agent.health.publish
             assert publish.connects == 0
-            assert publish.connection == "tls_error"
+            assert publish.connection == "tls_cert_not_yet_valid"
             assert "not yet valid" in (publish.last_connect_error_detail or "")
             # No restart, no operator: once the time passes, the next retry succeeds.
             await wait_for(lambda: agent.is_connected, timeout_s=NOT_BEFORE_IN_S + 10)

@@ -118,15 +118,6 @@ async def test_tls_fault_means_no_connection_no_cleartext_outbox_kept_and_slow_r
     assert 1 <= proxy.accepted <= WINDOW_S / RECONNECT_MIN_S + 2, proxy.accepted
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "agent/mqttlink.py reports every ssl.SSLError as 'tls_error' and a client "
-        "certificate refused after a TLS 1.3 handshake as 'network_error' (closed "
-        "before CONNACK): health cannot tell the three faults apart by kind, and the "
-        "refused client certificate is retried as if transient (see the report)"
-    ),
-)
 async def test_each_tls_fault_has_its_own_status_kind(
     tmp_path: Path, topic_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
