@@ -21,18 +21,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 from agent import __version__
 from agent.clock import Clock, SystemClock
-from agent.configcheck import config_hash, redacted
 from agent.configload import load_config, load_config_text
 from agent.crashpoints import crash_point
 from agent.errors import ConfigError, OutboxError
-from agent.health import Health
-from agent.localstatus import state_file_path, write_state_file
 from agent.outbox import Outbox
-from agent.payloads import PayloadContext, make_encoder
-from agent.publisher import Publisher
 from agent.readings import PatientBinding
-from agent.receipts import ReceiptHandler
-from agent.requests import LogLevelOverride, RequestHandler
 from agent.sdnotify import Notifier, watchdog_loop
 from agent.signals import EarlySignals
 from agent.supervise import Backoff, supervise_driver
@@ -43,7 +36,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
     from agent.config import Config
+    from agent.health import Health
+    from agent.publisher import Publisher
     from agent.readings import Reading
+    from agent.requests import LogLevelOverride
     from drivers.base import DeviceSettings, Driver
 
     DriverFactory = Callable[[DeviceSettings, DriverContext], Driver]
@@ -110,6 +106,13 @@ def build_agent(
     ``driver_factories`` replaces the registry's factory for some drivers: the demo
     uses it to put BLE drivers on bumble's in-process radio instead of BlueZ.
     """
+    # The publishing stack is imported here, after READY=1: systemd hears "ready" as soon
+    # as the config is valid and the outbox open (bench/footprint.py times it).
+    from agent.configcheck import config_hash  # noqa: PLC0415
+    from agent.health import Health  # noqa: PLC0415
+    from agent.payloads import PayloadContext, make_encoder  # noqa: PLC0415
+    from agent.publisher import Publisher  # noqa: PLC0415
+
     health = Health(hub_id=config.hub.id, clock=clock)
     if outbox.quarantined is not None:
         health.raise_alarm("outbox_quarantined", f"corrupt outbox moved to {outbox.quarantined}")
@@ -189,7 +192,7 @@ class Runtime:
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._agent: Agent | None = None
-        self._log_override = LogLevelOverride(logging.getLogger(), config.logging.level)
+        self._log_override: LogLevelOverride | None = None
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (SIGTERM, SIGINT)."""
@@ -205,13 +208,13 @@ class Runtime:
     async def run(self) -> int:
         """Open the outbox, tell systemd we are ready, run until stopped."""
         outbox = await open_outbox(self.config, self._clock)
+        self._notifier.ready(f"{len(self.config.devices)} devices")
+        from agent.requests import LogLevelOverride  # noqa: PLC0415 - after READY
+
+        self._log_override = LogLevelOverride(logging.getLogger(), self.config.logging.level)
         try:
-            first = True
             while True:
                 self._agent = build_agent(self.config, outbox, self._clock, self._driver_factories)
-                if first:
-                    self._notifier.ready(f"{len(self._agent.drivers)} devices")
-                    first = False
                 await self._run_generation(self._agent)
                 if self._stop.is_set():
                     break
@@ -223,6 +226,9 @@ class Runtime:
         return EX_OK
 
     async def _run_generation(self, agent: Agent) -> None:
+        from agent.receipts import ReceiptHandler  # noqa: PLC0415 - after READY
+        from agent.requests import RequestHandler  # noqa: PLC0415
+
         self._reload.clear()
         topics = agent.publisher.topics
         requests = RequestHandler(
@@ -282,6 +288,8 @@ class Runtime:
 
     async def _housekeeping(self, agent: Agent) -> None:
         """Purge rows past the audit window and keep the local state file fresh."""
+        from agent.localstatus import state_file_path, write_state_file  # noqa: PLC0415
+
         state_path = state_file_path(agent.config.storage.path)
         while True:
             now = self._clock.now()
@@ -310,6 +318,8 @@ class Runtime:
 
     def config_redacted(self) -> dict[str, Any]:
         """The running config without secrets or patient identifiers."""
+        from agent.configcheck import redacted  # noqa: PLC0415
+
         return redacted(self.config)
 
     async def reload_config(self, text: str | None) -> list[str]:
@@ -350,7 +360,8 @@ class Runtime:
 
     def set_log_level(self, level: str, duration_s: float) -> None:
         """Temporarily change the log level."""
-        self._log_override.apply(level, duration_s)
+        if self._log_override is not None:
+            self._log_override.apply(level, duration_s)
 
     async def flush(self) -> dict[str, Any]:
         """Publish pending readings now (bounded); report what is left."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -77,12 +78,18 @@ def read_boot_id() -> str:
         return UNKNOWN_BOOT_ID
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    # find_library runs `ldconfig -p` in a subprocess: once per process, not per check.
+    libc_name = ctypes.util.find_library("c")
+    return None if libc_name is None else ctypes.CDLL(libc_name, use_errno=True)
+
+
 def is_kernel_clock_synced() -> bool:
     """Whether the kernel says the clock is NTP-synchronised (adjtimex, read only)."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
+    libc = _libc()
+    if libc is None:
         return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
     timex = _Timex()
     state = libc.adjtimex(ctypes.byref(timex))
     if state < 0:
