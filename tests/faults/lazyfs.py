@@ -5,7 +5,8 @@ backing directory only on fsync/fdatasync. SIGKILL this process and the unsynced
 is gone, exactly as a disk cache loses it on power loss; mount a new instance over the
 same backing directory and the files hold only what was synced.
 
-Run: python -m tests.faults.lazyfs BACKING_DIR MOUNT_POINT (foreground).
+Run: python -m tests.faults.lazyfs BACKING_DIR MOUNT_POINT [EIO_FLAG] (foreground). While
+the file EIO_FLAG exists, writes and fsyncs fail with EIO (an I/O error on the card).
 Needs /dev/fuse, fusermount and the fusepy package (tests skip without them).
 """
 
@@ -24,8 +25,10 @@ from fuse import FUSE, FuseOSError, Operations  # type: ignore[import-untyped]
 class LazyFs(Operations):  # type: ignore[misc]
     """Passthrough with a volatile write cache that only fsync makes durable."""
 
-    def __init__(self, backing: Path) -> None:
+    def __init__(self, backing: Path, eio_flag: Path | None = None) -> None:
         self.backing = backing
+        # While this file exists, writes and fsyncs fail with EIO: a failing SD card.
+        self.eio_flag = eio_flag
         self.overlays: dict[str, bytearray] = {}
         self.dirty: dict[str, tuple[int, int]] = {}  # path -> unsynced byte range [lo, hi)
         self._mutex = threading.Lock()
@@ -91,7 +94,12 @@ class LazyFs(Operations):  # type: ignore[misc]
             f.seek(offset)
             return f.read(size)
 
+    def _fail_if_broken(self) -> None:
+        if self.eio_flag is not None and self.eio_flag.exists():
+            raise FuseOSError(errno.EIO)
+
     def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
+        self._fail_if_broken()
         with self._mutex:
             overlay = self._overlay(path)
             end = offset + len(data)
@@ -115,6 +123,7 @@ class LazyFs(Operations):  # type: ignore[misc]
             self._mark_dirty(path, length, length)
 
     def fsync(self, path: str, datasync: int, fh: int) -> None:
+        self._fail_if_broken()
         with self._mutex:
             span = self.dirty.pop(path, None)
             if span is None:
@@ -184,8 +193,10 @@ class LazyFs(Operations):  # type: ignore[misc]
 
 
 def main() -> None:
+    """``python -m tests.faults.lazyfs BACKING MOUNT [EIO_FLAG_FILE]``."""
     backing, mount = Path(sys.argv[1]), sys.argv[2]
-    FUSE(LazyFs(backing), mount, foreground=True, nothreads=True)
+    eio_flag = Path(sys.argv[3]) if len(sys.argv) > 3 else None
+    FUSE(LazyFs(backing, eio_flag), mount, foreground=True, nothreads=True)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from agent.errors import OutboxError
 from agent.outbox import Outbox
+from tests.agent.test_outbox_factory import stream_sample
 from tests.agent.test_outbox_faults import CHILD
 
 REPO_ROOT = Path(__file__).parents[2]
@@ -43,14 +45,22 @@ def _fuse_available() -> str | None:
 class LazyMount:
     """One lazyfs process over a backing directory; ``power_cut`` kills it and remounts."""
 
-    def __init__(self, backing: Path, mount: Path) -> None:
+    def __init__(self, backing: Path, mount: Path, eio_flag: Path) -> None:
         self.backing = backing
         self.mount = mount
+        self.eio_flag = eio_flag  # while it exists, writes and fsyncs fail with EIO
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.faults.lazyfs", str(self.backing), str(self.mount)],
+            [
+                sys.executable,
+                "-m",
+                "tests.faults.lazyfs",
+                str(self.backing),
+                str(self.mount),
+                str(self.eio_flag),
+            ],
             cwd=REPO_ROOT,
             stderr=subprocess.DEVNULL,
         )
@@ -80,7 +90,7 @@ def lazy(tmp_path: Path) -> Iterator[LazyMount]:
     backing, mount = tmp_path / "backing", tmp_path / "mnt"
     backing.mkdir()
     mount.mkdir()
-    lazy_mount = LazyMount(backing, mount)
+    lazy_mount = LazyMount(backing, mount, tmp_path / "eio")
     lazy_mount.start()
     yield lazy_mount
     lazy_mount.kill()
@@ -153,3 +163,35 @@ def test_full_keeps_committed_rows_where_normal_loses_them(lazy: LazyMount) -> N
     lazy.power_cut()
     assert _surviving_rows(lazy.mount / "full.db") == 50
     assert _surviving_rows(lazy.mount / "normal.db") < 50  # NORMAL: WAL not flushed per commit
+
+
+async def test_io_errors_fail_captures_cleanly_and_the_outbox_recovers(lazy: LazyMount) -> None:
+    """A failing card (EIO on write and fsync): nothing acknowledged that is not stored."""
+    db = lazy.mount / "outbox.db"
+    outbox = await Outbox.open(db, group_commit_s=0)
+    acknowledged = []
+    try:
+        for i in range(20):
+            batch = [stream_sample(i)]
+            await outbox.capture(batch)
+            acknowledged += batch
+        lazy.eio_flag.touch()
+        failures = 0
+        for i in range(20, 30):
+            try:
+                await outbox.capture([stream_sample(i)])
+            except OutboxError:
+                failures += 1
+        assert failures == 10  # every capture during the fault says so; none pretends
+        lazy.eio_flag.unlink()
+        for i in range(30, 40):
+            batch = [stream_sample(i)]
+            await outbox.capture(batch)
+            acknowledged += batch
+        stored = await outbox.list_readings(state="pending", limit=1000)
+    finally:
+        lazy.eio_flag.unlink(missing_ok=True)
+        await outbox.close()
+    assert {r.reading_id for r in acknowledged} <= {row.reading.reading_id for row in stored}
+    with closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
