@@ -57,6 +57,9 @@ FAILURE: Final = 0x80
 NO_SUBSCRIBERS: Final = 0x10
 # After a PUBACK could not be recorded (disk full), wait this long before republishing.
 MARK_RETRY_S: Final = 5.0
+# A reconnect finding at least this many pending readings logs the drain's progress.
+DRAIN_REPORT_MIN: Final = 1000
+DRAIN_REPORT_S: Final = 10.0
 # Rows fetched per outbox query: many messages' worth, so one reading per message does
 # not mean one SQLite query per message (a page is at most a few MB in memory).
 PAGE_READINGS: Final = 2000
@@ -296,15 +299,20 @@ class Publisher:
         self._health.clear_alarm("broker_unreachable")
         log.info("connected to the broker %s:%s", self._cfg.host, self._cfg.port)
         self._session_acks = 0
+        progress = asyncio.create_task(self._report_drain_progress(), name="drain-progress")
         try:
             lost_inflight = await self._serve(link)
         finally:
+            progress.cancel()
             self._link = None
             link.abort()
             self._idle.set()
             await link.finish()
             counters.connection = "offline"
-        log.warning("broker connection lost: %s", link.closed.result())
+        if self._stop.is_set():
+            log.info("disconnected from the broker (shutdown)")
+        else:
+            log.warning("broker connection lost: %s", link.closed.result())
         if lost_inflight:
             self._probe = True
             if not self._session_acks:
@@ -464,6 +472,25 @@ class Publisher:
             self._progress.set()
             if done:
                 return
+
+    async def _report_drain_progress(self) -> None:
+        """After an outage, say how the backlog drains (counts only), every 10 s."""
+        backlog = (await self._outbox.stats()).pending
+        if backlog < DRAIN_REPORT_MIN:
+            return
+        log.info("draining a backlog of %d readings", backlog)
+        while True:
+            await asyncio.sleep(DRAIN_REPORT_S)
+            pending = (await self._outbox.stats()).pending
+            if pending < DRAIN_REPORT_MIN:
+                log.info("backlog drained (%d readings pending)", pending)
+                return
+            log.info(
+                "draining: %d readings pending, %.0f readings/s",
+                pending,
+                max(0, backlog - pending) / DRAIN_REPORT_S,
+            )
+            backlog = pending
 
     def _on_mark_failed(self, exc: OutboxError) -> None:
         """A PUBACK could not be recorded (disk full, I/O error): the rows stay pending.

@@ -306,3 +306,25 @@ async def test_a_retained_request_is_never_replayed_to_the_hub(
     sub.client.publish(request_topic, b"", qos=1, retain=True)  # clear it for other tests
     assert got
     assert set(got) == {b'{"fresh": true}'}
+
+
+async def test_a_backlog_drain_reports_its_progress(
+    broker: MosquittoBroker,
+    topic_prefix: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agent import publisher as publisher_module
+
+    monkeypatch.setattr(publisher_module, "DRAIN_REPORT_S", 0.2)
+    config = make_config(broker.host, broker.port, topic_prefix, tmp_path)
+    outbox = await Outbox.open(config.storage.path)
+    await outbox.capture(make_readings(1500))  # what piled up during an outage
+    publisher, _ = build(config, outbox)
+    with caplog.at_level("INFO", logger="agent.publisher"):
+        async with running(publisher):
+            await asyncio.wait_for(publisher.flush(), 30)
+            await eventually(lambda: "backlog drained" in caplog.text)
+    await outbox.close()
+    assert "draining a backlog of 1500 readings" in caplog.text
