@@ -15,6 +15,7 @@ import os
 from typing import TYPE_CHECKING, Any, Final
 
 from agent.errors import PublishError
+from agent.power import SYSFS_THROTTLED, read_power_flags
 from agent.topics import encode_json, info_payload, online_payload, reason_text
 
 if TYPE_CHECKING:
@@ -95,6 +96,7 @@ class StatusPublisher:
         self._started_mono_ns = started.monotonic_ns
         self._online_since = started.utc
         self._published_state: dict[str, str] = {}
+        self.power_path = SYSFS_THROTTLED  # the Pi firmware's flags (a test points elsewhere)
         self._full = asyncio.Event()
         self._changed = asyncio.Event()
         health.listeners.append(self._changed.set)
@@ -166,7 +168,18 @@ class StatusPublisher:
         )
         # A consumer judges staleness from this (docs/operations.md, the offline rule).
         document["interval_s"] = self._interval_s
+        document["power"] = await asyncio.to_thread(self._power_report)
         return document
+
+    def _power_report(self) -> dict[str, Any] | None:
+        """Under-voltage/throttling from the Pi firmware (None elsewhere); alarm if it happened."""
+        flags = read_power_flags(self.power_path)
+        if flags is None:
+            return None
+        if flags.occurred:
+            # "Has occurred since boot" bits: a weak supply corrupts SD cards and drops radios.
+            self._health.raise_alarm("power_supply", "since boot: " + ", ".join(flags.occurred))
+        return {"now": list(flags.now), "since_boot": list(flags.occurred), "raw": hex(flags.raw)}
 
     async def _send_health(self) -> None:
         await self._send(self._topics.health, encode_json(await self.health_document()))
