@@ -179,3 +179,13 @@ def test_unreadable_outbox_is_refused_without_force(
     assert not (tmp_path / "x.jsonl").exists()
     assert decommission_main(config, export=None, force=True) == 0
     assert not _outbox(tmp_path).exists()
+
+
+def test_failed_export_wipes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(write_config(tmp_path))
+    asyncio.run(fill_outbox(_outbox(tmp_path), pending=2))
+    target = tmp_path / "no-such-dir" / "handover.jsonl"  # a real ENOENT from open(2)
+    assert decommission_main(config, export=str(target), force=True) == 1
+    assert "export failed, nothing wiped" in capsys.readouterr().err
+    assert _outbox(tmp_path).exists()
+    assert guard_path(_outbox(tmp_path)).exists()
