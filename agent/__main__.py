@@ -64,6 +64,15 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     queue.add_argument("--out", default=None, help="export file (default: standard output)")
 
+    decommission = sub.add_parser(
+        "decommission", help="wipe this hub for the next patient (refuses unsent readings)"
+    )
+    decommission.add_argument("-c", "--config", required=True, help="path of the YAML config")
+    decommission.add_argument("--export", default=None, help="first export unsent readings here")
+    decommission.add_argument(
+        "--force", action="store_true", help="wipe even unsent readings (says how many)"
+    )
+
     scan = sub.add_parser("scan", help="list nearby BLE health devices and how to bind them")
     scan.add_argument("--seconds", type=float, default=10.0)
     scan.add_argument("--transport", default="bluez", help="bluez (default) or bumble-local")
@@ -133,7 +142,14 @@ def _queue(args: argparse.Namespace) -> int:
     return queue_main(args.action, args.config, state=state, out=args.out)
 
 
+def _decommission(args: argparse.Namespace) -> int:
+    from agent.decommission import decommission_main
+
+    return decommission_main(args.config, export=args.export, force=args.force)
+
+
 _COMMANDS: Final = {
+    "decommission": _decommission,
     "doctor": _doctor,
     "status": _status,
     "queue": _queue,
