@@ -87,7 +87,11 @@ async def test_status_doctor_and_queue_against_a_running_agent(
 def test_bad_config_exits_78_without_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("hub:\n  id: x\n  colour: blue\n")
-    for command in (["check-config", str(bad)], ["run", "-c", str(bad)]):
+    for command in (
+        ["check-config", str(bad)],
+        ["run", "-c", str(bad)],
+        ["decommission", "-c", str(bad)],
+    ):
         result = wardlink(*command)
         assert result.returncode == 78
         assert "Traceback" not in result.stderr
