@@ -237,7 +237,9 @@ class MqttLink:
             self._loop.add_reader(sock, self._read)
 
     def _socket_close(self, _c: mqtt.Client, _u: object, sock: SocketLike) -> None:
-        if self._attached:
+        # paho also calls this from Client.__del__, possibly long after abort() closed
+        # the socket (fd -1) or the loop ended: only unregister the socket we still own.
+        if self._attached and sock is self._sock and not self._loop.is_closed():
             self._loop.remove_reader(sock)
             self._loop.remove_writer(sock)
         self._writer_added = False

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from agent.mqttlink import MqttLink, connect_link
 from agent.outbox import Outbox
 from tests.agent.pubharness import HUB_ID, build, eventually, make_config, make_readings, running
 from tests.emulators.subscriber import Subscriber
@@ -73,3 +74,26 @@ async def test_readings_and_requests_interleaved_all_arrive(
         await eventually(lambda: len(got) == BURST, timeout_s=5.0)
         stats = await outbox.stats()
         assert (stats.pending, stats.sent) == (0, 400)
+
+
+async def test_an_aborted_link_is_collected_without_an_error(
+    broker: MosquittoBroker, topic_prefix: str, tmp_path: Path
+) -> None:
+    # abort() closes the socket itself; paho still holds it and, when the old client is
+    # collected, calls our socket-close hook with the dead socket (fd -1). That raised
+    # "Exception ignored in Client.__del__" at a random later moment on a busy hub.
+    config = make_config(broker.host, broker.port, topic_prefix, tmp_path)
+    link = await connect_link(config.mqtt, "abort-test", f"{topic_prefix}/will", _no_ack, _no_msg)
+    assert link.is_connected
+    link.abort("test")
+    await link.finish()
+    assert link.closed.done()
+    link.client.__del__()  # what the garbage collector runs, whenever it gets to it
+
+
+def _no_ack(_link: MqttLink, _mid: int, _code: int) -> None:
+    pytest.fail("no publish was made")
+
+
+def _no_msg(_topic: str, _payload: bytes, _props: object) -> None:
+    pytest.fail("no subscription was made")
