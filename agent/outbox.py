@@ -109,6 +109,7 @@ class Outbox:
         self._group_commit_s = group_commit_s
         self._clock = clock
         self._queue: list[_Pending] = []
+        self._first_queued_at = 0.0  # loop time the oldest queued write arrived
         self._wakeup = asyncio.Event()
         self._closing = False
         self._context_json: dict[ReadingContext, str] = {}
@@ -203,7 +204,10 @@ class Outbox:
             raise OutboxError("the outbox is closed")
         if self._writer.done():
             raise OutboxError("the outbox writer has stopped; restart the agent")
-        done: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[tuple[int, int]] = loop.create_future()
+        if not self._queue:
+            self._first_queued_at = loop.time()
         self._queue.append(_Pending(write, done))
         self._wakeup.set()
         return await done
@@ -241,9 +245,12 @@ class Outbox:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            if self._group_commit_s > 0 and not self._closing:
-                # Linger so captures arriving meanwhile share this COMMIT (fewer flushes).
-                await asyncio.sleep(self._group_commit_s)
+            linger_s = self._first_queued_at + self._group_commit_s - loop.time()
+            if linger_s > 0 and not self._closing:
+                # Linger so captures arriving meanwhile share this COMMIT (fewer flushes),
+                # counted from the oldest queued write: none waits longer than the window,
+                # and a queue that filled while the last COMMIT ran goes at once.
+                await asyncio.sleep(linger_s)
             batch, self._queue = self._queue, []
             await self._commit(loop, batch)
 
