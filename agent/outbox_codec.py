@@ -22,10 +22,21 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeAlias
 
 from agent.clock import HubTime, TimeSource
-from agent.readings import Cadence, DeviceIdentity, Kind, PatientBinding, Quantity, Reading
+from agent.readings import (
+    Cadence,
+    DeviceIdentity,
+    Kind,
+    PatientBinding,
+    Quantity,
+    Reading,
+    StoredReading,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 CADENCE_CODES: Final[dict[Cadence, int]] = {Cadence.SPOT: 0, Cadence.CONTINUOUS: 1}
 CADENCES: Final[dict[int, Cadence]] = {code: cadence for cadence, code in CADENCE_CODES.items()}
@@ -294,43 +305,122 @@ def encode_reading(reading: Reading, context_json: str) -> EncodedReading:
     return encoded if encoded is not None else encode_reading_general(reading, context_json)
 
 
+# The body layout, version 1: the JSON list ``_encode_body`` writes, field by field as
+# ``BodyFields`` names them. Readers never index a body themselves: they call
+# ``body_fields``. A new layout needs a new version here and an outbox migration
+# (agent/outbox_schema.py) that rewrites the stored bodies, so one database never holds
+# two layouts (a golden test in tests/agent/test_outbox_encoding.py pins this one).
+BODY_LAYOUT: Final = 1
+
+
+class BodyFields(NamedTuple):
+    """A stored body's fields as JSON gives them, the omitted tail filled with defaults.
+
+    The default lists and dict are shared between calls: read them, never change them.
+    """
+
+    kind: str
+    values: list[list[Any]]  # per quantity: [name, value, unit, special]
+    received: int | str  # hub receipt: microseconds since the epoch if UTC, else ISO text
+    monotonic_ns: int
+    clock_synced: bool
+    time_source: str
+    effective: int | str | None  # None: the same moment as ``received``
+    natural_key: str | None  # None: the id form "{device_id}:{kind}:id:{reading_id}"
+    device_time: str | None
+    device_seq: int | None
+    device_clock_offset_s: float | None
+    time_flags: list[str]
+    status: list[str]
+    extra: dict[str, str]
+
+
+_FIELD_COUNT: Final = len(BodyFields._fields)
+
+
+def body_fields(body: str) -> BodyFields:
+    """The one decoder of a stored body (layout ``BODY_LAYOUT``).
+
+    Raises:
+        ValueError: ``body`` is not JSON, or not a list of this layout's length.
+    """
+    fields = json.loads(body)
+    count = len(fields) if isinstance(fields, list) else -1
+    if not _REQUIRED_FIELDS <= count <= _FIELD_COUNT:
+        raise ValueError(f"not an outbox body of layout {BODY_LAYOUT} ({count} fields)")
+    if count < _FIELD_COUNT:
+        fields.extend(_OPTIONAL_DEFAULTS[count - _REQUIRED_FIELDS :])
+    return BodyFields._make(fields)
+
+
+def utc_from_field(value: int | str) -> datetime:
+    """A body's time field (``BodyFields.received`` or ``.effective``) as a datetime."""
+    return _utc_from_field(value)
+
+
 def received_utc_of(body: str) -> datetime:
     """The hub receipt time stored in a body (for health's oldest-pending age)."""
-    return _utc_from_field(json.loads(body)[2])
+    return _utc_from_field(body_fields(body).received)
 
 
 def decode_reading(reading_id: bytes, cadence: int, context: ReadingContext, body: str) -> Reading:
     """Rebuild the Reading stored by ``encode_reading``."""
-    fields: list[Any] = json.loads(body)
-    fields.extend(_OPTIONAL_DEFAULTS[len(fields) - _REQUIRED_FIELDS :])
-    kind, values, received_utc, monotonic_ns, synced, time_source, effective = fields[:7]
-    natural_key, device_time, device_seq, offset_s, flags, status, extra = fields[7:]
+    fields = body_fields(body)
     received = HubTime(
-        utc=_utc_from_field(received_utc),
-        monotonic_ns=monotonic_ns,
+        utc=_utc_from_field(fields.received),
+        monotonic_ns=fields.monotonic_ns,
         boot_id=context.boot_id,
-        clock_synced=synced,
+        clock_synced=fields.clock_synced,
     )
     rid = uuid.UUID(bytes=reading_id)
-    kind_value = Kind(kind)
+    kind = Kind(fields.kind)
+    natural_key = fields.natural_key
     if natural_key is None:
-        natural_key = f"{context.device.device_id}:{kind_value}:id:{rid}"
+        natural_key = f"{context.device.device_id}:{kind}:id:{rid}"
+    effective = fields.effective
     return Reading(
         reading_id=rid,
         device=context.device,
         patient=context.patient,
-        kind=kind_value,
+        kind=kind,
         cadence=CADENCES[cadence],
-        values=tuple(Quantity(n, v, u, s) for n, v, u, s in values),
+        values=tuple(Quantity(n, v, u, s) for n, v, u, s in fields.values),
         received=received,
         effective_time=received.utc if effective is None else _utc_from_field(effective),
-        time_source=TimeSource(time_source),
+        time_source=TimeSource(fields.time_source),
         natural_key=natural_key,
         driver_version=context.driver_version,
-        device_time=device_time,
-        device_seq=device_seq,
-        device_clock_offset_s=offset_s,
-        time_flags=tuple(flags),
-        status=tuple(status),
-        extra=dict(extra),
+        device_time=fields.device_time,
+        device_seq=fields.device_seq,
+        device_clock_offset_s=fields.device_clock_offset_s,
+        time_flags=tuple(fields.time_flags),
+        status=tuple(fields.status),
+        extra=dict(fields.extra),
     )
+
+
+# A pending row as the publisher reads it: (seq, reading_id, cadence code, context id,
+# body), in seq order; the context ids point into ``PendingPage.contexts``.
+PendingRow: TypeAlias = tuple[int, bytes, int, int, str]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingPage:
+    """Pending rows undecoded, with the contexts they name (the publisher's read)."""
+
+    rows: list[PendingRow]
+    contexts: Mapping[int, ReadingContext]
+
+
+def decode_pending(
+    rows: Sequence[PendingRow], contexts: Mapping[int, ReadingContext]
+) -> list[StoredReading]:
+    """``rows`` as StoredReadings (for encoders that need whole Readings)."""
+    return [
+        StoredReading(
+            seq=seq,
+            reading=decode_reading(reading_id, cadence, contexts[context], body),
+            state="pending",
+        )
+        for seq, reading_id, cadence, context, body in rows
+    ]
