@@ -35,7 +35,7 @@ from agent.outbox_schema import (
     STATE_CODES,
     open_readonly,
 )
-from agent.outbox_store import REQUEUE_ALL_SQL, OutboxStore, StateChange
+from agent.outbox_store import REQUEUE_ALL_SQL, OutboxStore, StateChange, seq_changes
 from agent.readings import StoredReading
 from drivers.base import CaptureResult
 
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from agent.clock import Clock
-    from agent.outbox_codec import ReadingContext
+    from agent.outbox_codec import PendingPage, ReadingContext
     from agent.outbox_store import Write
     from agent.readings import DeviceIdentity, PatientBinding, Reading
 
@@ -58,6 +58,10 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 _CONTEXT_CACHE_MAX: Final = 256
 _PURGE_CHUNK_ROWS: Final = 5_000  # per transaction, so captures interleave with a long purge
+# What each state change by seq sets (its own "?" come first, then the seqs').
+_SENT_SET: Final = "state = 1, state_at_us = ?"
+_REJECTED_SET: Final = "state = 3, state_at_us = ?, reject_reason = ?"
+_PENDING_SET: Final = "state = 0, reject_reason = NULL, state_at_us = NULL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +204,13 @@ class Outbox:
 
     async def _submit(self, write: Write) -> tuple[int, int]:
         """Queue a write for the next group COMMIT and wait for that COMMIT."""
+        return await self._enqueue(write)
+
+    def _enqueue(self, write: Write) -> asyncio.Future[tuple[int, int]]:
+        """Queue a write; the future resolves after its COMMIT.
+
+        Writes queued in one loop turn (no await between them) share one transaction.
+        """
         if self._closing:
             raise OutboxError("the outbox is closed")
         if self._writer.done():
@@ -210,7 +221,12 @@ class Outbox:
             self._first_queued_at = loop.time()
         self._queue.append(_Pending(write, done))
         self._wakeup.set()
-        return await done
+        return done
+
+    async def _change_by_seq(self, changes: list[StateChange]) -> int:
+        """Run ``changes`` in one COMMIT; returns the rows changed."""
+        results = await asyncio.gather(*[self._enqueue(change) for change in changes])
+        return sum(changed for changed, _ in results)
 
     def _context_text(self, reading: Reading) -> str:
         # Drivers reuse one DeviceIdentity/PatientBinding object per session: look up by
@@ -280,34 +296,24 @@ class Outbox:
         """Pending rows with seq > ``after_seq``, oldest first (for the in-flight window)."""
         return await self._run(self._store.select, PENDING, after_seq, limit)
 
+    async def pending_rows(self, *, after_seq: int = 0, limit: int = 100) -> PendingPage:
+        """``pending_batch`` undecoded: the publisher's read (encoders read the bodies)."""
+        return await self._run(self._store.pending_page, after_seq, limit)
+
     async def mark_sent(self, seqs: Sequence[int]) -> None:
         """Pending rows the broker accepted (PUBACK < 0x80). Other states are left alone."""
         if not seqs:
             return
         now_us = self._now_us()
-        await self._submit(
-            StateChange(
-                "UPDATE readings SET state = 1, state_at_us = ? WHERE seq = ? AND state = 0",
-                [(now_us, seq) for seq in seqs],
-                PENDING,
-                SENT,
-            )
-        )
+        await self._change_by_seq(seq_changes(_SENT_SET, (now_us,), seqs, PENDING, SENT))
 
     async def mark_rejected(self, seqs: Sequence[int], reason: str) -> None:
         """Pending rows the broker refused (PUBACK >= 0x80); kept until requeued."""
         if not seqs:
             return
         now_us = self._now_us()
-        await self._submit(
-            StateChange(
-                "UPDATE readings SET state = 3, state_at_us = ?, reject_reason = ? "
-                "WHERE seq = ? AND state = 0",
-                [(now_us, reason, seq) for seq in seqs],
-                PENDING,
-                REJECTED,
-            )
-        )
+        changes = seq_changes(_REJECTED_SET, (now_us, reason), seqs, PENDING, REJECTED)
+        await self._change_by_seq(changes)
 
     async def mark_delivered(self, reading_ids: Sequence[uuid.UUID]) -> int:
         """Sent rows the backend confirmed; returns how many rows changed.
@@ -333,17 +339,9 @@ class Outbox:
         if seqs is not None and not seqs:
             return 0
         if seqs is None:
-            change = StateChange(REQUEUE_ALL_SQL, [()], REJECTED, PENDING)
-        else:
-            change = StateChange(
-                "UPDATE readings SET state = 0, reject_reason = NULL, state_at_us = NULL "
-                "WHERE seq = ? AND state = 3",
-                [(seq,) for seq in seqs],
-                REJECTED,
-                PENDING,
-            )
-        changed, _ = await self._submit(change)
-        return changed
+            changed, _ = await self._submit(StateChange(REQUEUE_ALL_SQL, [()], REJECTED, PENDING))
+            return changed
+        return await self._change_by_seq(seq_changes(_PENDING_SET, (), seqs, REJECTED, PENDING))
 
     async def list_readings(
         self, *, state: str, after_seq: int = 0, limit: int = 1000

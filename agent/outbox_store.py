@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 from agent.errors import OutboxError
 from agent.outbox_capacity import Eviction, delete_rows, make_room
 from agent.outbox_codec import (
+    PendingPage,
     ReadingContext,
     decode_context,
     decode_reading,
@@ -53,6 +54,12 @@ _SELECT_ROWS: Final = (
     "FROM readings AS r JOIN bodies AS b ON b.seq = r.seq "
     "WHERE r.state = ? AND r.seq > ? ORDER BY r.seq LIMIT ?"
 )
+# The publisher's read: no state, no reason, nothing decoded (agent/payloads reads bodies).
+_SELECT_PENDING: Final = (
+    "SELECT r.seq, r.reading_id, r.cadence, r.context, b.body "
+    "FROM readings AS r JOIN bodies AS b ON b.seq = r.seq "
+    "WHERE r.state = 0 AND r.seq > ? ORDER BY r.seq LIMIT ?"
+)
 REQUEUE_ALL_SQL: Final = (
     "UPDATE readings SET state = 0, reject_reason = NULL, state_at_us = NULL WHERE state = 3"
 )
@@ -84,6 +91,62 @@ class StateChange:
     params: list[tuple[object, ...]]
     from_state: int
     to_state: int
+
+
+def seq_changes(
+    assign: str,
+    values: tuple[object, ...],
+    seqs: Sequence[int],
+    from_state: int,
+    to_state: int,
+) -> list[StateChange]:
+    """``UPDATE readings SET <assign>`` for the rows ``seqs`` still in ``from_state``.
+
+    One statement per contiguous run of seqs (``BETWEEN``, a range scan of the primary
+    key; a drain's PUBACKs cover contiguous runs) and one for all the lone seqs
+    (``json_each``), instead of one statement per row. ``assign``'s own parameters are
+    ``values``. Rows in any other state are left alone: a row requeued, rejected or
+    purged since is never overwritten.
+    """
+    runs, lone = _seq_runs(seqs)
+    guard = f"AND state = {int(from_state)}"
+    changes: list[StateChange] = []
+    if runs:
+        sql = f"UPDATE readings SET {assign} WHERE seq BETWEEN ? AND ? {guard}"  # noqa: S608
+        changes.append(
+            StateChange(sql, [(*values, first, last) for first, last in runs], from_state, to_state)
+        )
+    if lone:
+        sql = (
+            f"UPDATE readings SET {assign} "  # noqa: S608 - our constants and ints only
+            f"WHERE seq IN (SELECT value FROM json_each(?)) {guard}"
+        )
+        listed = f"[{','.join(map(str, lone))}]"
+        changes.append(StateChange(sql, [(*values, listed)], from_state, to_state))
+    return changes
+
+
+def _seq_runs(seqs: Sequence[int]) -> tuple[list[tuple[int, int]], list[int]]:
+    """Distinct ``seqs`` as (first, last) runs of two or more consecutive seqs, and the rest."""
+    runs: list[tuple[int, int]] = []
+    lone: list[int] = []
+    ordered = sorted(set(seqs))
+    if not ordered:
+        return runs, lone
+    first = last = ordered[0]
+    for seq in ordered[1:]:
+        if seq != last + 1:
+            if last > first:
+                runs.append((first, last))
+            else:
+                lone.append(first)
+            first = seq
+        last = seq
+    if last > first:
+        runs.append((first, last))
+    else:
+        lone.append(first)
+    return runs, lone
 
 
 # A write for the group commit: the encoded readings of one capture() call, or a state change.
@@ -458,6 +521,14 @@ class OutboxStore:
             )
             for seq, row_state, reading_id, cadence, context, reason, body in rows
         ]
+
+    def pending_page(self, after_seq: int, limit: int) -> PendingPage:
+        """Pending rows with seq > ``after_seq`` undecoded, in seq order, with their contexts."""
+        rows = self._conn.execute(_SELECT_PENDING, (after_seq, limit)).fetchall()
+        contexts = self._contexts
+        # Only the contexts these rows name: a snapshot the loop thread may keep reading
+        # while this thread adds new contexts to the store's own dict.
+        return PendingPage(rows, {cid: contexts[cid] for cid in {row[3] for row in rows}})
 
     def oldest_pending(self) -> tuple[int, datetime] | None:
         """Seq and hub receipt time of the oldest pending row."""

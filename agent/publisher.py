@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from agent.mqttlink import (
     new_properties,
     publish_properties,
 )
+from agent.outbox_codec import decode_pending
 from agent.status import StatusPublisher
 from agent.topics import HubTopics, offline_payload, reason_text, utc_iso
 
@@ -44,10 +46,16 @@ if TYPE_CHECKING:
     from agent.config import Config, MqttConfig
     from agent.health import Health
     from agent.outbox import Outbox
+    from agent.outbox_codec import PendingPage, PendingRow, ReadingContext
     from agent.payloads import EncodedBatch
     from agent.readings import StoredReading
 
+    # Any callable encoder works (tests use their own); one with ``encode_rows`` (the
+    # real ones, agent/payloads) is given the outbox rows undecoded.
     Encoder = Callable[[Sequence[StoredReading], HubTime], EncodedBatch]
+    RowEncoder = Callable[
+        [Sequence[PendingRow], Mapping[int, ReadingContext], HubTime], EncodedBatch
+    ]
     MessageHandler = Callable[[str, bytes, Properties | None], None]
 
 log = logging.getLogger(__name__)
@@ -101,7 +109,8 @@ class Publisher:
         self._cfg = config.mqtt
         self._client_id = config.mqtt.client_id or config.hub.id
         self._outbox = outbox
-        self._encode = encode
+        encode_rows: RowEncoder | None = getattr(encode, "encode_rows", None)
+        self._encode_rows = encode_rows or functools.partial(_encode_decoded, encode)
         self._health = health
         self._clock = clock
         self._rng = rng or random.SystemRandom()
@@ -391,29 +400,28 @@ class Publisher:
         latency (a group commit, a busy SD card) overlaps with the network.
         """
         after_seq = 0
-        prefetch: asyncio.Task[list[StoredReading]] | None = None
+        prefetch: asyncio.Task[PendingPage] | None = None
         try:
             while True:
                 if prefetch is None:
                     self._wake.clear()
                     if self._rescan:
                         after_seq, self._rescan = 0, False
-                    rows = await self._outbox.pending_batch(
-                        after_seq=after_seq, limit=PAGE_READINGS
-                    )
+                    page = await self._outbox.pending_rows(after_seq=after_seq, limit=PAGE_READINGS)
                 else:
-                    rows, prefetch = await prefetch, None
+                    page, prefetch = await prefetch, None
+                rows = page.rows
                 if not rows:
                     await self._wake.wait()
                     continue
-                after_seq = rows[-1].seq
+                after_seq = rows[-1][0]
                 if len(rows) == PAGE_READINGS and not self._rescan:
                     prefetch = asyncio.create_task(
-                        self._outbox.pending_batch(after_seq=after_seq, limit=PAGE_READINGS)
+                        self._outbox.pending_rows(after_seq=after_seq, limit=PAGE_READINGS)
                     )
                 for start in range(0, len(rows), self._cfg.batch_size):
                     chunk = rows[start : start + self._cfg.batch_size]
-                    if not await self._publish_batch(link, chunk):
+                    if not await self._publish_batch(link, chunk, page.contexts):
                         return
         finally:
             if prefetch is not None:
@@ -421,9 +429,11 @@ class Publisher:
                 with contextlib.suppress(asyncio.CancelledError):
                     await prefetch
 
-    async def _publish_batch(self, link: MqttLink, rows: Sequence[StoredReading]) -> bool:
+    async def _publish_batch(
+        self, link: MqttLink, rows: Sequence[PendingRow], contexts: Mapping[int, ReadingContext]
+    ) -> bool:
         """Publish one message of rows; False when the connection can take no more."""
-        encoded = self._encode(rows, self._clock.now())
+        encoded = self._encode_rows(rows, contexts, self._clock.now())
         props = None
         if self._mqtt5:
             props = publish_properties(encoded.content_type, encoded.user_properties)
@@ -438,7 +448,7 @@ class Publisher:
             log.warning("paho refused a publish: %s", mqtt.error_string(info.rc))
             link.abort()
             return False
-        self._inflight[info.mid] = _InFlight(tuple(r.seq for r in rows))
+        self._inflight[info.mid] = _InFlight(tuple([row[0] for row in rows]))
         crash_point("after_publish_before_puback", link.client.loop_write)
         counters = self._health.publish
         counters.messages_published += 1
@@ -531,6 +541,16 @@ class Publisher:
                 "readings_rejected", f"{counters.readings_rejected} readings rejected: {reason}"
             )
             log.error("broker refused %d readings: %s; kept as rejected", len(seqs), reason)
+
+
+def _encode_decoded(
+    encode: Encoder,
+    rows: Sequence[PendingRow],
+    contexts: Mapping[int, ReadingContext],
+    now: HubTime,
+) -> EncodedBatch:
+    """An encoder of StoredReadings fed outbox rows: decode them first."""
+    return encode(decode_pending(rows, contexts), now)
 
 
 _JSON: Final[dict[str, Any]] = {"ContentType": "application/json"}

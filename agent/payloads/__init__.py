@@ -1,9 +1,11 @@
 """Wire formats for readings: FHIR R4 (default) and compact JSON.
 
 Pure builders: readings in, bytes out. The publisher gets its encoder once from
-``make_encoder(fmt, context)`` and calls it with one MQTT message's worth of readings
+``make_encoder(fmt, context)`` and calls its ``encode_rows`` with one MQTT message's
+worth of outbox rows (undecoded: the compact format reads the stored bodies directly)
 and the current hub time (times captured before the hub clock synced are re-stamped
-here, at publish time; see agent.clock.restamp).
+here, at publish time; see agent.clock.restamp). Called with StoredReadings it gives
+the same bytes.
 """
 
 from __future__ import annotations
@@ -12,15 +14,18 @@ import json
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Final, Literal
 
-from agent.payloads.compact import JSON, compact_json
+from agent.outbox_codec import decode_pending
+from agent.payloads.compact import JSON, compact_json, compact_json_rows
 from agent.payloads.context import PayloadContext
 from agent.payloads.fhir import build_bundle
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from agent.clock import HubTime
+    from agent.outbox_codec import PendingRow, ReadingContext
     from agent.readings import StoredReading
 
 __all__ = [
@@ -28,6 +33,7 @@ __all__ = [
     "EncodedBatch",
     "Encoder",
     "PayloadContext",
+    "PayloadEncoder",
     "decode_payload",
     "encode_batch",
     "make_encoder",
@@ -86,13 +92,20 @@ def encode_batch(
         text = compact_json(batch, now, context)
     else:
         raise ValueError(f"unknown payload format {fmt!r}; expected 'fhir' or 'compact'")
-    payload = text.encode()
     seqs = [stored.seq for stored in batch]
+    return _message(text, fmt, len(batch), min(seqs), max(seqs), context)
+
+
+def _message(
+    text: str, fmt: str, count: int, seq_first: int, seq_last: int, context: PayloadContext
+) -> EncodedBatch:
+    """The payload bytes (compressed if asked and smaller) and their user properties."""
+    payload = text.encode()
     properties = [
         ("wardlink-format", fmt),
-        ("wardlink-count", str(len(batch))),
-        ("wardlink-seq-first", str(min(seqs))),
-        ("wardlink-seq-last", str(max(seqs))),
+        ("wardlink-count", str(count)),
+        ("wardlink-seq-first", str(seq_first)),
+        ("wardlink-seq-last", str(seq_last)),
     ]
     if context.compression == "deflate":
         packed = zlib.compress(payload, 9)
@@ -110,12 +123,54 @@ def decode_payload(encoded: EncodedBatch) -> object:
     return json.loads(payload)
 
 
-def make_encoder(fmt: PayloadFormat, context: PayloadContext) -> Encoder:
-    """The encoder the publisher calls as ``encoder(batch, now)``.
+class PayloadEncoder:
+    """One format for one hub: encodes StoredReadings, or outbox rows as they are stored."""
+
+    def __init__(self, fmt: PayloadFormat, context: PayloadContext) -> None:
+        """Check the format now, not at the first publish.
+
+        Raises:
+            ValueError: ``fmt`` is not a known format.
+        """
+        if fmt not in CONTENT_TYPES:
+            raise ValueError(f"unknown payload format {fmt!r}; expected 'fhir' or 'compact'")
+        self.fmt: PayloadFormat = fmt
+        self.context = context
+
+    def __call__(self, batch: Sequence[StoredReading], now: HubTime) -> EncodedBatch:
+        """``encode_batch`` in this format."""
+        return encode_batch(batch, now, fmt=self.fmt, context=self.context)
+
+    def encode_rows(
+        self,
+        rows: Sequence[PendingRow],
+        contexts: Mapping[int, ReadingContext],
+        now: HubTime,
+    ) -> EncodedBatch:
+        """One message from outbox rows (``Outbox.pending_rows``).
+
+        The same bytes ``encode_batch`` gives for those readings. Compact reads the
+        stored bodies directly; FHIR builds each Reading first (its Bundle costs
+        several times more than that).
+
+        Raises:
+            ValueError: ``rows`` is empty, or a body is not of the outbox's layout.
+        """
+        if not rows:
+            raise ValueError("encode_rows needs at least one row")
+        if self.fmt == "compact":
+            text = compact_json_rows(rows, contexts, now, self.context)
+        else:
+            text = JSON.encode(build_bundle(decode_pending(rows, contexts), now, self.context))
+        first = min(row[0] for row in rows)
+        last = max(row[0] for row in rows)
+        return _message(text, self.fmt, len(rows), first, last, self.context)
+
+
+def make_encoder(fmt: PayloadFormat, context: PayloadContext) -> PayloadEncoder:
+    """The encoder the publisher uses (``encode_rows``; callable with StoredReadings too).
 
     Raises:
         ValueError: ``fmt`` is not a known format (checked now, not at first publish).
     """
-    if fmt not in CONTENT_TYPES:
-        raise ValueError(f"unknown payload format {fmt!r}; expected 'fhir' or 'compact'")
-    return partial(encode_batch, fmt=fmt, context=context)
+    return PayloadEncoder(fmt, context)

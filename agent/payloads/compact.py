@@ -1,7 +1,10 @@
 """Compact JSON batches for constrained links (format ``wardlink-compact`` version 1).
 
-Pure: readings in, a JSON-ready dict out; ``decode_compact`` reverses it (the backend
-and our tests use it). One envelope names the hub, the patients, the devices and the
+Pure: outbox rows (or Readings, put in row form) in, JSON text out; ``decode_compact``
+reverses it (the backend and our tests use it). The rows are read as the outbox stores
+them, through ``agent.outbox_codec.body_fields``: no Reading is built on the publish path.
+
+One envelope names the hub, the patients, the devices and the
 "streams" (device + patient + kind + quantity names and units); each reading is then a
 short array that points into those tables. compact.schema.json is the contract and
 docs/payloads.md explains every field.
@@ -17,21 +20,30 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from agent.clock import RESTAMPED_FLAG, TimeSource
+from agent.clock import RESTAMPED_FLAG, HubTime, TimeSource, restamp
+from agent.outbox_codec import (
+    CADENCE_CODES,
+    CADENCES,
+    BodyFields,
+    PendingRow,
+    ReadingContext,
+    body_fields,
+    context_of,
+    encode_body,
+    utc_from_field,
+)
 from agent.payloads.context import (
     PayloadContext,
     compact_number,
     epoch_ms,
     format_instant,
-    published_time,
-    uuid_base64url,
+    id_base64url,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
-    from agent.clock import HubTime, PublishedTime
-    from agent.readings import Quantity, Reading, StoredReading
+    from agent.readings import StoredReading
 
 # How every payload is written: no spaces, UTF-8 as is (encode_batch and compact_json).
 JSON: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
@@ -46,6 +58,9 @@ SOURCE_CODES: Final = {
     TimeSource.HUB_RECEIPT: 2,
 }
 _HUB_RECEIPT_CODE: Final = SOURCE_CODES[TimeSource.HUB_RECEIPT]
+# The same by the text a stored body holds (a TimeSource is that text too).
+_SOURCE_CODE_BY_TEXT: Final[dict[str, int]] = {str(s): code for s, code in SOURCE_CODES.items()}
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _DEVICE_KEYS: Final = (
     ("id", "device_id"),
     ("drv", "driver"),
@@ -72,40 +87,25 @@ class _Tables:
         self.streams: dict[tuple[Any, ...], int] = {}
         self.contexts: dict[tuple[Any, ...], int] = {}
         self._context_list: list[Json] = []
-        # Rows of one message share their device and patient objects (the outbox decodes
-        # them from one cached context), so a stream is first looked up by identity; the
-        # batch holds every object alive, so an id is not reused while this table lives.
-        self._by_identity: dict[tuple[Any, ...], int] = {}
+        # A message's rows mostly share their outbox context and quantity names.
+        self._by_row_shape: dict[tuple[Any, ...], int] = {}
 
-    def stream_index(self, reading: Reading) -> int:
+    def stream_index(
+        self, context_id: int, context: ReadingContext, kind: str, cadence: int, values: list[Any]
+    ) -> int:
         """What a row's values mean: patient, device, kind, quantity names and units."""
-        shape = tuple([(q.name, q.unit) for q in reading.values])
-        memo = (
-            id(reading.device),
-            id(reading.patient),
-            id(reading.kind),
-            id(reading.cadence),
-            reading.driver_version,
-            shape,
-        )
-        index = self._by_identity.get(memo)
+        shape = tuple([(q[0], q[2]) for q in values])
+        memo = (context_id, kind, cadence, shape)
+        index = self._by_row_shape.get(memo)
         if index is None:
-            index = self._stream_by_value(reading, shape)
-            self._by_identity[memo] = index
+            patient, device, stream = _stream_key(context, kind, cadence, shape)
+            key = (
+                self.patients.setdefault(patient, len(self.patients)),
+                self.devices.setdefault(device, len(self.devices)),
+                *stream,
+            )
+            index = self._by_row_shape[memo] = self.streams.setdefault(key, len(self.streams))
         return index
-
-    def _stream_by_value(self, reading: Reading, shape: tuple[tuple[str, str], ...]) -> int:
-        patient = (reading.patient.patient_id, reading.patient.binding_version)
-        device = tuple(getattr(reading.device, attr) for _, attr in _DEVICE_KEYS)
-        key = (
-            self.patients.setdefault(patient, len(self.patients)),
-            self.devices.setdefault(device, len(self.devices)),
-            reading.kind.value,
-            reading.cadence.value,
-            reading.driver_version,
-            shape,
-        )
-        return self.streams.setdefault(key, len(self.streams))
 
     def context_index(
         self,
@@ -155,43 +155,107 @@ class _Tables:
         }
 
 
-def build_compact(batch: Sequence[StoredReading], now: HubTime, context: PayloadContext) -> Json:
-    """The compact envelope for one message; ``now`` is when it is built (re-stamping)."""
-    base, seq0, tables, rows = _build(batch, now)
-    return {
-        **_header(context),
-        "t0": format_instant(base),
-        "s0": seq0,
-        **tables.envelope_tables(),
-        "r": rows,
-    }
+_StreamKey = tuple[tuple[str, int], tuple[str | None, ...], tuple[Any, ...]]
+# Stream facts by (outbox context, kind, cadence, quantity names and units). The context
+# object is kept in the value, so its id cannot be reused while the entry lives; bounded.
+_STREAM_KEYS_MAX: Final = 1024
+_stream_keys: dict[tuple[int, str, int, tuple[Any, ...]], tuple[ReadingContext, _StreamKey]] = {}
+
+
+def _stream_key(
+    context: ReadingContext, kind: str, cadence: int, shape: tuple[Any, ...]
+) -> _StreamKey:
+    """A stream's patient and device table keys, and the rest of its key, by value."""
+    memo = (id(context), kind, cadence, shape)
+    hit = _stream_keys.get(memo)
+    if hit is not None and hit[0] is context:
+        return hit[1]
+    patient = (context.patient.patient_id, context.patient.binding_version)
+    device = tuple(getattr(context.device, attr) for _, attr in _DEVICE_KEYS)
+    key = (patient, device, (kind, CADENCES[cadence].value, context.driver_version, shape))
+    if len(_stream_keys) >= _STREAM_KEYS_MAX:
+        _stream_keys.clear()
+    _stream_keys[memo] = (context, key)
+    return key
 
 
 def compact_json(batch: Sequence[StoredReading], now: HubTime, context: PayloadContext) -> str:
-    """``build_compact`` as compact JSON text, the same characters ``JSON.encode`` gives.
+    """The compact envelope for Readings, as JSON text.
+
+    The same text ``compact_json_rows`` gives for them stored in the outbox: they are
+    put in the outbox's row form first, so there is one encoder.
+    """
+    rows, contexts = as_outbox_rows(batch)
+    return compact_json_rows(rows, contexts, now, context)
+
+
+def as_outbox_rows(
+    batch: Sequence[StoredReading],
+) -> tuple[list[PendingRow], dict[int, ReadingContext]]:
+    """``batch`` in the form the outbox stores it (agent/outbox_codec.py)."""
+    ids: dict[ReadingContext, int] = {}
+    rows: list[PendingRow] = []
+    for stored in batch:
+        reading = stored.reading
+        context_id = ids.setdefault(context_of(reading), len(ids))
+        cadence = CADENCE_CODES[reading.cadence]
+        body = encode_body(reading)
+        rows.append((stored.seq, reading.reading_id.bytes, cadence, context_id, body))
+    return rows, {context_id: context for context, context_id in ids.items()}
+
+
+def compact_json_rows(
+    rows: Sequence[PendingRow],
+    contexts: Mapping[int, ReadingContext],
+    now: HubTime,
+    context: PayloadContext,
+) -> str:
+    """The compact envelope as JSON text, straight from outbox rows (no Reading built).
 
     Built from pieces because most messages repeat the previous one's header and tables
     (one device, one stream): those are encoded once and reused, the rows every time.
     """
-    base, seq0, tables, rows = _build(batch, now)
-    head = _header_json(context)
-    t0 = JSON.encode(format_instant(base))
-    body = _tables_json(tables)
-    return f'{head},"t0":{t0},"s0":{seq0},{body},"r":{JSON.encode(rows)}}}'
-
-
-def _build(
-    batch: Sequence[StoredReading], now: HubTime
-) -> tuple[datetime, int, _Tables, list[list[Any]]]:
-    times = [published_time(stored.reading, now) for stored in batch]
-    base = min(min(t.effective, t.receipt) for t in times)
-    base_ms = epoch_ms(base)
-    seq0 = min(stored.seq for stored in batch)
+    timed = [_timed(row, contexts[row[3]], now) for row in rows]
+    base_ms = min(min(t[1], t[2]) for t in timed)
+    seq0 = min(row[0] for row in rows)
     tables = _Tables()
-    rows = [
-        _row(stored, pub, tables, base_ms, seq0) for stored, pub in zip(batch, times, strict=True)
+    encoded = [
+        _row(row, contexts[row[3]], times, tables, base_ms, seq0)
+        for row, times in zip(rows, timed, strict=True)
     ]
-    return base, seq0, tables, rows
+    head = _header_json(context)
+    t0 = _instant_json(base_ms)
+    body = _tables_json(tables)
+    return f'{head},"t0":{t0},"s0":{seq0},{body},"r":{JSON.encode(encoded)}}}'
+
+
+# A row's published times: (fields, effective ms, receipt ms, time source, time flags).
+_Timed = tuple[BodyFields, int, int, str, "tuple[str, ...] | list[str]"]
+
+
+def _timed(row: PendingRow, context: ReadingContext, now: HubTime) -> _Timed:
+    """The row's fields and its times as published (re-stamped if the clock synced since)."""
+    fields = body_fields(row[4])
+    if fields.clock_synced or not now.clock_synced:
+        # Nothing to re-stamp (agent.clock.restamp returns the times unchanged).
+        received_ms = _field_ms(fields.received)
+        effective = fields.effective
+        effective_ms = received_ms if effective is None else _field_ms(effective)
+        return fields, effective_ms, received_ms, fields.time_source, fields.time_flags
+    received = utc_from_field(fields.received)
+    pub = restamp(
+        received=HubTime(received, fields.monotonic_ns, context.boot_id, fields.clock_synced),
+        effective_time=received if fields.effective is None else utc_from_field(fields.effective),
+        time_source=TimeSource(fields.time_source),
+        time_flags=tuple(fields.time_flags),
+        now=now,
+    )
+    return fields, epoch_ms(pub.effective), epoch_ms(pub.receipt), pub.time_source, pub.flags
+
+
+def _field_ms(value: int | str) -> int:
+    # An integer field is UTC microseconds: flooring to ms is what epoch_ms does.
+    return value // 1000 if type(value) is int else epoch_ms(utc_from_field(value))
 
 
 def _header(context: PayloadContext) -> Json:
@@ -208,6 +272,11 @@ def _header(context: PayloadContext) -> Json:
 def _header_json(context: PayloadContext) -> str:
     """The envelope's opening (no closing brace): one per hub configuration."""
     return JSON.encode(_header(context))[:-1]
+
+
+def _instant_json(ms: int) -> str:
+    """``t0``: the instant ``ms`` after the epoch, as a quoted FHIR instant."""
+    return f'"{format_instant(_EPOCH + timedelta(milliseconds=ms))}"'
 
 
 # Tables JSON by the tables' content. A key holds only strings, numbers and tuples of
@@ -230,77 +299,50 @@ def _tables_json(tables: _Tables) -> str:
     return text
 
 
-def _value(quantity: Quantity) -> int | float | str | None:
-    """A number, or the special value's name (a special is never a number)."""
-    if quantity.value is None:
-        return quantity.special
-    return compact_number(quantity.value)
-
-
-def _source_code(source: TimeSource) -> int:
-    # Identity tests: an Enum's hash is a Python-level call, this runs once per row.
-    if source is TimeSource.HUB_RECEIPT:
-        return SOURCE_CODES[TimeSource.HUB_RECEIPT]
-    if source is TimeSource.DEVICE:
-        return SOURCE_CODES[TimeSource.DEVICE]
-    return SOURCE_CODES[source]
-
-
 def _row(
-    stored: StoredReading, pub: PublishedTime, tables: _Tables, base_ms: int, seq0: int
+    row: PendingRow,
+    context: ReadingContext,
+    times: _Timed,
+    tables: _Tables,
+    base_ms: int,
+    seq0: int,
 ) -> list[Any]:
-    reading = stored.reading
-    received = reading.received
-    unsynced = not received.clock_synced and RESTAMPED_FLAG not in pub.flags
-    source_code = _source_code(pub.time_source)
+    seq, reading_id, cadence, context_id, _ = row
+    fields, effective_ms, receipt_ms, time_source, flags = times
+    unsynced = not fields.clock_synced and RESTAMPED_FLAG not in flags
+    source_code = _SOURCE_CODE_BY_TEXT[time_source]
     context_index = tables.context_index(
-        tables.stream_index(reading),
+        tables.stream_index(context_id, context, fields.kind, cadence, fields.values),
         source_code,
-        pub.flags,
-        reading.status,
-        reading.extra,
+        tuple(flags),
+        tuple(fields.status),
+        fields.extra,
         # Kept (with mono) so the backend can still place the reading if the hub syncs
         # only after a reboot.
-        received.boot_id if unsynced else None,
+        context.boot_id if unsynced else None,
     )
-    effective_ms = epoch_ms(pub.effective)
-    row: list[Any] = [
-        uuid_base64url(reading),
-        stored.seq - seq0,
+    encoded: list[Any] = [
+        id_base64url(reading_id),
+        seq - seq0,
         context_index,
         effective_ms - base_ms,
-        [_value(q) for q in reading.values],
+        [compact_number(q[1]) if q[1] is not None else q[3] for q in fields.values],
     ]
-    own = _own_fields(reading, pub, base_ms, effective_ms, source_code, unsynced=unsynced)
-    if own:
-        row.append(own)
-    return row
-
-
-def _own_fields(
-    reading: Reading,
-    pub: PublishedTime,
-    base_ms: int,
-    effective_ms: int,
-    source_code: int,
-    *,
-    unsynced: bool,
-) -> Json | None:
-    """The fields only this reading has, or None (most rows have none)."""
-    receipt_ms = None
+    # The fields only this reading has, most rows none: rc, mono, dt, off, dq in order.
+    own: Json = {}
     if source_code != _HUB_RECEIPT_CODE:
-        receipt_ms = (
-            effective_ms if pub.receipt is pub.effective else epoch_ms(pub.receipt)
-        ) - base_ms
-    own = {
-        "rc": receipt_ms,
-        "mono": reading.received.monotonic_ns if unsynced else None,
-        "dt": reading.device_time,
-        "off": reading.device_clock_offset_s,
-        "dq": reading.device_seq,
-    }
-    own_fields = {k: v for k, v in own.items() if v is not None}
-    return own_fields or None
+        own["rc"] = receipt_ms - base_ms
+    if unsynced:
+        own["mono"] = fields.monotonic_ns
+    if fields.device_time is not None:
+        own["dt"] = fields.device_time
+    if fields.device_clock_offset_s is not None:
+        own["off"] = fields.device_clock_offset_s
+    if fields.device_seq is not None:
+        own["dq"] = fields.device_seq
+    if own:
+        encoded.append(own)
+    return encoded
 
 
 def decode_compact(document: Json) -> list[Json]:

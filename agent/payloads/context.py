@@ -74,11 +74,13 @@ def epoch_ms(moment: datetime) -> int:
 
 def compact_number(value: float) -> int | float:
     """An integral float as an int (``97`` not ``97.0``): same value, fewer bytes."""
+    if type(value) is int:
+        return value  # Python 3.11's int has no is_integer()
     return int(value) if value.is_integer() else value
 
 
-def uuid_base64url(reading: Reading) -> str:
-    """The reading id as 22 base64url characters (no padding)."""
+def id_base64url(reading_id: bytes) -> str:
+    """A reading id's 16 bytes as 22 base64url characters (no padding)."""
     # 16 bytes are always 22 characters and "==": binascii avoids base64's wrappers.
-    encoded = binascii.b2a_base64(reading.reading_id.bytes, newline=False)
+    encoded = binascii.b2a_base64(reading_id, newline=False)
     return encoded[:_UUID_BASE64_CHARS].translate(_URLSAFE).decode("ascii")
