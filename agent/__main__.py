@@ -72,6 +72,14 @@ def _build_parser() -> argparse.ArgumentParser:
     decommission.add_argument(
         "--force", action="store_true", help="wipe even unsent readings (says how many)"
     )
+    decommission.add_argument(
+        "--delete-credentials",
+        action="store_true",
+        help="also delete the client key, certificate and password file (after the confirmation)",
+    )
+    decommission.add_argument(
+        "--offline", action="store_true", help="do not publish the confirmation (no network)"
+    )
 
     scan = sub.add_parser("scan", help="list nearby BLE health devices and how to bind them")
     scan.add_argument("--seconds", type=float, default=10.0)
@@ -145,7 +153,13 @@ def _queue(args: argparse.Namespace) -> int:
 def _decommission(args: argparse.Namespace) -> int:
     from agent.decommission import decommission_main
 
-    return decommission_main(args.config, export=args.export, force=args.force)
+    return decommission_main(
+        args.config,
+        export=args.export,
+        force=args.force,
+        delete_credentials=args.delete_credentials,
+        offline=args.offline,
+    )
 
 
 _COMMANDS: Final = {

@@ -10,23 +10,36 @@ a live writer would leave it writing to an unlinked file.
 Removed, each path printed: the outbox database and its ``-wal``/``-shm``, the seq guard
 ``<outbox>.seq``, ``state.json``, the BLE glucose cursors (``ble-<id>.cursor.json``) and
 quarantined ``*.corrupt-*`` databases, plus the temporary files these are written through.
-Quarantined databases cannot be counted, so they also need ``--force``. BlueZ bonds
-cannot be removed from here: the ``bluetoothctl remove`` command for each configured BLE
-address is printed instead. Nothing printed carries a patient identifier or a value.
+Quarantined databases cannot be counted, so they also need ``--force``.
+
+Then the BlueZ bond of every configured BLE device is removed (``agent.bluez_bonds``,
+D-Bus ``Adapter1.RemoveDevice``), and, when all of that is done, the confirmation is
+published (``agent.decommission_notice``: the hub's retained topics cleared, a retained
+``decommissioned`` status) unless ``--offline``. The hub's client key, certificate and
+broker password are deleted only with ``--delete-credentials`` and only after the
+confirmation went out (they are what publishes it); a fleet CA's certificate cannot be
+rotated by the hub itself, so the fleet revokes it (docs/decommission.md). Nothing
+printed or published carries a patient identifier or a value.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
+from agent.bluez_bonds import BluezBonds, BluezUnavailableError
 from agent.errors import OutboxError
 from agent.localstatus import load_local_config, pid_alive, read_state_file, state_file_path
 from agent.outbox_guard import guard_path
+from agent.topics import utc_iso
 
 if TYPE_CHECKING:
+    from agent.bluez_bonds import BondRemover
     from agent.config import Config
 
 EX_OK: Final = 0
@@ -36,7 +49,15 @@ EXPORT_MODE: Final = 0o600
 UNSENT_STATES: Final = ("pending", "rejected")
 
 
-def decommission_main(config_path: str, *, export: str | None, force: bool) -> int:
+def decommission_main(
+    config_path: str,
+    *,
+    export: str | None,
+    force: bool,
+    delete_credentials: bool = False,
+    offline: bool = False,
+    bonds: BondRemover | None = None,
+) -> int:
     """Wipe the hub's local patient data, refusing while it could lose readings.
 
     Args:
@@ -44,34 +65,61 @@ def decommission_main(config_path: str, *, export: str | None, force: bool) -> i
         export: a file to write every pending and rejected reading to (JSON lines, mode
             0600) before the wipe, or None.
         force: wipe even though unsent readings (or quarantined databases) would be lost.
+        delete_credentials: delete the hub's client key, certificate and password file
+            once the confirmation is published (or with ``offline``).
+        offline: do not publish the confirmation (the hub has no network).
+        bonds: the Bluetooth seam; None for BlueZ on the system bus.
 
     Returns:
-        0 when wiped, 1 when refused or a file could not be removed, 78 for a bad config.
+        0 when every step is done, 1 when refused or a step is not complete, 78 for a
+        bad config.
     """
     config = load_local_config(config_path)
     if config is None:
         return EX_CONFIG
     outbox = config.storage.path
-    if not _may_wipe(outbox, export, force=force):
+    unsent = _may_wipe(outbox, export, force=force)
+    if unsent is None:
         return EX_REFUSED
-    failed = _wipe(_artefacts(outbox))
-    _print_bond_commands(config)
-    if failed:
-        _say(f"NOT complete: {failed} file(s) could not be removed (see above)")
+    reported_devices = _reported_device_ids(outbox)  # read before state.json goes
+    removed, failed = _wipe(_artefacts(outbox))
+    problems = [f"{failed} file(s) could not be removed (see above)"] if failed else []
+    bonds_removed, bond_problem = _remove_bonds(config, bonds or BluezBonds())
+    problems += [bond_problem] if bond_problem else []
+    digest = _digest(removed, bonds_removed)
+    _say(f"removed {len(removed)} file(s) and {len(bonds_removed)} bond(s); sha256 {digest}")
+    notice = {
+        "state": "decommissioned",
+        "ts": utc_iso(datetime.now(UTC)),
+        "removed_files": len(removed),
+        "removed_bonds": len(bonds_removed),
+        "removed_sha256": digest,
+        **unsent,
+    }
+    published = _confirm(config, notice, reported_devices, offline=offline, problems=problems)
+    _credentials(
+        config, delete=delete_credentials, may_delete=published or offline, problems=problems
+    )
+    if problems:
+        _say("NOT complete: " + "; ".join(problems))
         return EX_REFUSED
     _say("local patient data wiped; replace patient.id in the config before reissuing")
     return EX_OK
 
 
-def _may_wipe(outbox: Path, export: str | None, *, force: bool) -> bool:
-    """Refuse (False, reason printed) unless wiping ``outbox`` loses nothing unknowingly."""
+def _may_wipe(outbox: Path, export: str | None, *, force: bool) -> dict[str, int] | None:
+    """Refuse (None, reason printed) unless wiping ``outbox`` loses nothing unknowingly.
+
+    Returns:
+        ``unsent_exported`` and ``unsent_destroyed`` counts, for the confirmation.
+    """
     state = read_state_file(state_file_path(outbox))
     if state is not None and pid_alive(state.get("pid")):
         _refuse(
             f"refused: the agent is running (pid {state.get('pid')}); "
             "run `systemctl stop wardlink` first"
         )
-        return False
+        return None
     try:
         counts = _unsent_counts(outbox)
     except OutboxError as exc:
@@ -79,7 +127,7 @@ def _may_wipe(outbox: Path, export: str | None, *, force: bool) -> bool:
             _refuse(
                 f"refused: {exc}; its readings cannot be counted or exported (--force wipes it)"
             )
-            return False
+            return None
         _say(f"--force: destroying an unreadable outbox ({exc})")
         counts = {}
     quarantined = sorted(outbox.parent.glob("*.corrupt-*"))
@@ -88,7 +136,7 @@ def _may_wipe(outbox: Path, export: str | None, *, force: bool) -> bool:
             f"refused: {len(quarantined)} quarantined database file(s) may hold unsent "
             "readings that cannot be exported; recover them (sqlite3 .recover) or use --force"
         )
-        return False
+        return None
     return _settle_unsent(outbox, counts, export, force=force)
 
 
@@ -116,8 +164,8 @@ def _unsent_counts(outbox: Path) -> dict[str, int]:
 
 def _settle_unsent(
     outbox: Path, counts: dict[str, int], export: str | None, *, force: bool
-) -> bool:
-    """Export or account for unsent readings; False when the wipe must not go ahead."""
+) -> dict[str, int] | None:
+    """Export or account for unsent readings; None when the wipe must not go ahead."""
     unsent = sum(counts.values())
     detail = ", ".join(f"{n} {name}" for name, n in counts.items())
     if unsent and export is None and not force:
@@ -125,18 +173,19 @@ def _settle_unsent(
             f"refused: {unsent} unsent reading(s) ({detail}); "
             "export them with --export FILE or destroy them with --force"
         )
-        return False
+        return None
     if unsent and export is not None:
         try:
             written = _export(outbox, Path(export), counts)
         except (OutboxError, OSError) as exc:
             _refuse(f"refused: export failed, nothing wiped: {exc}")
-            return False
+            return None
         _say(f"exported {written} unsent reading(s) ({detail}) to {export}")
         _say(f"{export} holds patient data: move it to an approved system")
-    elif unsent:
+        return {"unsent_exported": written, "unsent_destroyed": 0}
+    if unsent:
         _say(f"--force: destroying {unsent} unsent reading(s) ({detail})")
-    return True
+    return {"unsent_exported": 0, "unsent_destroyed": unsent}
 
 
 def _export(outbox: Path, target: Path, counts: dict[str, int]) -> int:
@@ -183,8 +232,9 @@ def _artefacts(outbox: Path) -> list[Path]:
     return [p for p in named + globbed if p.is_file() or p.is_symlink()]
 
 
-def _wipe(paths: list[Path]) -> int:
-    """Remove ``paths``, printing each; returns how many could not be removed."""
+def _wipe(paths: list[Path]) -> tuple[list[Path], int]:
+    """Remove ``paths``, printing each; returns those removed and how many could not be."""
+    removed: list[Path] = []
     failed = 0
     for path in paths:
         try:
@@ -196,9 +246,10 @@ def _wipe(paths: list[Path]) -> int:
             failed += 1
             continue
         _say(f"removed {path}")
-    if paths:
-        _sync_dir(paths[0].parent)
-    return failed
+        removed.append(path)
+    for directory in {p.parent for p in removed}:
+        _sync_dir(directory)
+    return removed, failed
 
 
 def _sync_dir(directory: Path) -> None:
@@ -213,12 +264,96 @@ def _sync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _print_bond_commands(config: Config) -> None:
+def _reported_device_ids(outbox: Path) -> list[str]:
+    """Devices the agent last reported (state.json): their retained topics go too."""
+    state = read_state_file(state_file_path(outbox)) or {}
+    health: Any = state.get("health")
+    devices = health.get("devices") if isinstance(health, dict) else None
+    return [str(d) for d in devices] if isinstance(devices, dict) else []
+
+
+def _digest(files: list[Path], bonds: list[str]) -> str:
+    """sha256 of what this run removed, printed here and published, to match the two."""
+    entries = sorted([f"file:{p}" for p in files] + [f"bond:{a}" for a in bonds])
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()
+
+
+def _remove_bonds(config: Config, bonds: BondRemover) -> tuple[list[str], str | None]:
+    """Remove the configured BLE devices' bonds; (addresses removed, problem or None)."""
     from drivers.ble.settings import BleSettings  # noqa: PLC0415 - pydantic models on demand
 
-    addresses = [d.address for d in config.devices if isinstance(d, BleSettings)]
+    addresses = [d.address.upper() for d in config.devices if isinstance(d, BleSettings)]
     if not addresses:
+        return [], None
+    try:
+        report = asyncio.run(bonds.remove(addresses))
+    except BluezUnavailableError as exc:
+        _say(f"could NOT remove Bluetooth bonds: {exc}")
+        _say("when Bluetooth works, run this command again, or as root run:")
+        for address in addresses:
+            _say(f"  bluetoothctl remove {address}")
+        return [], "Bluetooth bonds not removed"
+    for address, paths in sorted(report.removed.items()):
+        _say(f"removed Bluetooth bond {address} ({', '.join(paths)})")
+    for address in report.not_known:
+        _say(f"no Bluetooth record of {address}: nothing to remove")
+    for address, reason in sorted(report.failed.items()):
+        _say(f"could NOT remove Bluetooth bond {address}: {reason}")
+    for address in report.other_bonded:
+        _say(
+            f"also bonded, not in the config (left alone): {address}; "
+            f"if it was this patient's: bluetoothctl remove {address}"
+        )
+    problem = f"{len(report.failed)} Bluetooth bond(s) not removed" if report.failed else None
+    return sorted(report.removed), problem
+
+
+def _confirm(
+    config: Config,
+    notice: dict[str, Any],
+    device_ids: list[str],
+    *,
+    offline: bool,
+    problems: list[str],
+) -> bool:
+    """Publish the confirmation when everything before it is done; True when published."""
+    from agent.decommission_notice import NoticeError, publish_notice  # noqa: PLC0415
+
+    if offline:
+        _say("confirmation NOT published (--offline): tell the fleet this hub is decommissioned")
+        return False
+    if problems:
+        _say("confirmation not published: the wipe is not complete")
+        return False
+    try:
+        cleared = asyncio.run(publish_notice(config, notice, device_ids))
+    except NoticeError as exc:
+        _say(f"confirmation NOT published: {exc}")
+        _say("run this command again when the broker is reachable, or use --offline")
+        problems.append("confirmation not published")
+        return False
+    _say(
+        f"confirmation published: {cleared} retained topic(s) cleared, "
+        "status 'decommissioned' (retained)"
+    )
+    return True
+
+
+def _credentials(config: Config, *, delete: bool, may_delete: bool, problems: list[str]) -> None:
+    """Delete the hub's client credentials if asked and safe, else say what stays valid."""
+    tls = config.mqtt.tls
+    named = [config.mqtt.password_file]
+    named += [tls.key_file, tls.cert_file] if tls is not None else []
+    files = [p for p in named if p is not None]
+    if not files:
         return
-    _say("BlueZ bonds are not removed by this command; as root, run:")
-    for address in addresses:
-        _say(f"  bluetoothctl remove {address}")
+    if delete and may_delete:
+        failed = _wipe(files)[1]
+        if failed:
+            problems.append(f"{failed} credential file(s) could not be removed")
+        _say("the config now names missing credential files: install new ones before reuse")
+    elif delete:
+        _say("credentials KEPT: the confirmation still has to be published with them")
+    else:
+        _say("credentials kept (--delete-credentials deletes them): " + ", ".join(map(str, files)))
+    _say("the fleet must revoke this hub's certificate / broker account and issue new ones")

@@ -1,4 +1,9 @@
-"""``wardlink decommission`` on real outbox files, real configs and a real (dead) agent pid."""
+"""``wardlink decommission`` on real outbox files, real configs and a real (dead) agent pid.
+
+These run with ``offline=True``: they are about the local files. The Bluetooth bonds are
+tested in test_decommission_bonds.py, the published confirmation and the credentials in
+test_decommission_notice.py.
+"""
 
 from __future__ import annotations
 
@@ -19,12 +24,6 @@ from tests.ops.fill import PATIENT, fill_outbox, write_config
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-BLE_DEVICES = """\
-devices:
-  - {id: bp-cuff, driver: ble-blood-pressure, address: "C0:FF:EE:00:00:01"}
-  - {id: gluco, driver: ble-glucose, address: "C0:FF:EE:00:00:04"}
-"""
 
 
 def _outbox(tmp: Path) -> Path:
@@ -63,7 +62,7 @@ def test_refused_while_readings_are_unsent(
 ) -> None:
     config = str(write_config(tmp_path))
     asyncio.run(fill_outbox(_outbox(tmp_path), pending=2, rejected=1))
-    assert decommission_main(config, export=None, force=False) == 1
+    assert decommission_main(config, export=None, force=False, offline=True) == 1
     err = capsys.readouterr().err
     assert "refused: 3 unsent reading(s) (2 pending, 1 rejected)" in err
     assert "--export FILE" in err
@@ -77,7 +76,7 @@ def test_export_writes_every_unsent_reading_then_wipes(
     config = str(write_config(tmp_path))
     rejected = asyncio.run(fill_outbox(_outbox(tmp_path), pending=3, rejected=2, sent=1))
     target = tmp_path / "handover.jsonl"
-    assert decommission_main(config, export=str(target), force=False) == 0
+    assert decommission_main(config, export=str(target), force=False, offline=True) == 0
     rows = [json.loads(line) for line in target.read_text().splitlines()]
     assert [r["state"] for r in rows] == ["pending"] * 3 + ["rejected"] * 2
     assert [r["seq"] for r in rows][3:] == rejected
@@ -101,7 +100,7 @@ def test_force_wipes_and_says_how_many_are_destroyed(
 ) -> None:
     config = str(write_config(tmp_path))
     asyncio.run(fill_outbox(_outbox(tmp_path), pending=4, rejected=1))
-    assert decommission_main(config, export=None, force=True) == 0
+    assert decommission_main(config, export=None, force=True, offline=True) == 0
     out = capsys.readouterr().out
     assert "--force: destroying 5 unsent reading(s) (4 pending, 1 rejected)" in out
     assert f"removed {_outbox(tmp_path)}" in out
@@ -116,7 +115,7 @@ def test_refused_while_the_agent_runs_even_when_forced(
     state = state_file_path(_outbox(tmp_path))
     write_state_file(state, {})  # records os.getpid(): this test is the "running agent"
     before = sorted((tmp_path / "state").iterdir())
-    assert decommission_main(config, export=None, force=True) == 1
+    assert decommission_main(config, export=None, force=True, offline=True) == 1
     err = capsys.readouterr().err
     assert "agent is running" in err
     assert "systemctl stop wardlink" in err
@@ -131,10 +130,10 @@ def test_every_artefact_is_removed_and_printed(
     keep = tmp_path / "state" / "notes.txt"  # not ours: must survive
     keep.write_text("technician notes")
     # A quarantined database may hold readings nobody can count: it needs --force.
-    assert decommission_main(config, export=None, force=False) == 1
+    assert decommission_main(config, export=None, force=False, offline=True) == 1
     assert "2 quarantined database file(s)" in capsys.readouterr().err
     assert all(p.exists() for p in artefacts)
-    assert decommission_main(config, export=None, force=True) == 0
+    assert decommission_main(config, export=None, force=True, offline=True) == 0
     out = capsys.readouterr().out
     for path in artefacts:
         assert not path.exists(), path
@@ -143,28 +142,17 @@ def test_every_artefact_is_removed_and_printed(
     assert (tmp_path / "wardlink.yaml").exists()
 
 
-def test_ble_bond_removal_commands_are_printed(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    path = write_config(tmp_path)
-    path.write_text(path.read_text() + BLE_DEVICES)
-    asyncio.run(fill_outbox(_outbox(tmp_path), pending=0, sent=1))
-    assert decommission_main(str(path), export=None, force=False) == 0
-    out = capsys.readouterr().out
-    assert "  bluetoothctl remove C0:FF:EE:00:00:01\n" in out
-    assert "  bluetoothctl remove C0:FF:EE:00:00:04\n" in out
-    assert "not removed by this command" in out
-
-
 def test_nothing_to_wipe_is_fine_and_bad_config_is_78(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = str(write_config(tmp_path))
-    assert decommission_main(config, export=None, force=False) == 0
-    assert "removed" not in capsys.readouterr().out
+    assert decommission_main(config, export=None, force=False, offline=True) == 0
+    out = capsys.readouterr().out
+    assert "removed /" not in out
+    assert "removed 0 file(s) and 0 bond(s)" in out
     bad = tmp_path / "bad.yaml"
     bad.write_text("hub: {id: hub-a}\n")
-    assert decommission_main(str(bad), export=None, force=False) == 78
+    assert decommission_main(str(bad), export=None, force=False, offline=True) == 78
     assert capsys.readouterr().err.strip()
 
 
@@ -173,11 +161,13 @@ def test_unreadable_outbox_is_refused_without_force(
 ) -> None:
     config = str(write_config(tmp_path))
     _outbox(tmp_path).write_bytes(b"this is not sqlite" * 100)
-    assert decommission_main(config, export=str(tmp_path / "x.jsonl"), force=False) == 1
+    assert (
+        decommission_main(config, export=str(tmp_path / "x.jsonl"), force=False, offline=True) == 1
+    )
     assert "cannot be counted or exported" in capsys.readouterr().err
     assert _outbox(tmp_path).exists()
     assert not (tmp_path / "x.jsonl").exists()
-    assert decommission_main(config, export=None, force=True) == 0
+    assert decommission_main(config, export=None, force=True, offline=True) == 0
     assert not _outbox(tmp_path).exists()
 
 
@@ -185,7 +175,7 @@ def test_failed_export_wipes_nothing(tmp_path: Path, capsys: pytest.CaptureFixtu
     config = str(write_config(tmp_path))
     asyncio.run(fill_outbox(_outbox(tmp_path), pending=2))
     target = tmp_path / "no-such-dir" / "handover.jsonl"  # a real ENOENT from open(2)
-    assert decommission_main(config, export=str(target), force=True) == 1
+    assert decommission_main(config, export=str(target), force=True, offline=True) == 1
     assert "export failed, nothing wiped" in capsys.readouterr().err
     assert _outbox(tmp_path).exists()
     assert guard_path(_outbox(tmp_path)).exists()
