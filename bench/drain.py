@@ -7,10 +7,10 @@ the figure is the hub's cost, not a consumer's.
 
 On a shared machine readings/s follows the load; the CPU figures do much less: "CPU"
 is this process's user+system time per reading, "loop" the event-loop thread's share
-(encoding, paho, publisher), the rest is the outbox's SQLite thread (select, decode,
+(encoding, paho, publisher), the rest is the outbox's SQLite thread (select,
 mark_sent). Mosquitto's own CPU is not counted.
 
-    python bench/drain.py [--readings 200000] [--format compact|fhir] [--batch-size 50]
+    python -m bench.drain [--readings 200000] [--format compact|fhir] [--batch-size 50]
 """
 
 from __future__ import annotations
