@@ -127,6 +127,7 @@ class Publisher:
         self._idle = asyncio.Event()  # set while there is no connection
         self._idle.set()
         self._close_timeout_s = 5.0
+        self._goodbye_reason = "shutdown"
         # After a connection died with messages in flight, send one message and wait for
         # its PUBACK before opening the window: Mosquitto 2.0.11 closes the connection
         # right after a PUBACK 0x87, losing the PUBACKs of pipelined messages, so only a
@@ -211,8 +212,9 @@ class Publisher:
                 async with asyncio.timeout(1.0):
                     await self._progress.wait()
 
-    async def close(self, timeout_s: float = 5.0) -> None:
-        """Publish retained offline ("shutdown"), wait for its PUBACK (bounded), disconnect."""
+    async def close(self, timeout_s: float = 5.0, *, reason: str = "shutdown") -> None:
+        """Publish retained offline (``reason``), wait for its PUBACK (bounded), disconnect."""
+        self._goodbye_reason = reason
         self._stop.set()
         self._wake.set()
         self._close_timeout_s = timeout_s
@@ -222,7 +224,7 @@ class Publisher:
                 await self._idle.wait()
 
     async def _goodbye(self, link: MqttLink, timeout_s: float) -> None:
-        payload = offline_payload("shutdown", self._clock.now().utc)
+        payload = offline_payload(self._goodbye_reason, self._clock.now().utc)
         try:
             async with asyncio.timeout(timeout_s):
                 await self.publish_message(self.topics.status, payload, retain=True)
