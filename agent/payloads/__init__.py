@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
 from agent.outbox_codec import decode_pending
-from agent.payloads.compact import JSON, compact_json, compact_json_rows
+from agent.payloads.compact import JSON, compact_json, compact_message
 from agent.payloads.context import PayloadContext
 from agent.payloads.fhir import build_bundle
 
@@ -159,11 +159,11 @@ class PayloadEncoder:
         if not rows:
             raise ValueError("encode_rows needs at least one row")
         if self.fmt == "compact":
-            text = compact_json_rows(rows, contexts, now, self.context)
+            text, first, last = compact_message(rows, contexts, now, self.context)
         else:
             text = JSON.encode(build_bundle(decode_pending(rows, contexts), now, self.context))
-        first = min(row[0] for row in rows)
-        last = max(row[0] for row in rows)
+            seqs = [row[0] for row in rows]
+            first, last = min(seqs), max(seqs)
         return _message(text, self.fmt, len(rows), first, last, self.context)
 
 

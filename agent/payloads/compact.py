@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import itertools
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -79,7 +80,7 @@ _FIXED_FIELDS: Final = 5
 
 
 class _Tables:
-    """The envelope's lookup tables, filled as rows refer to them."""
+    """The envelope's lookup tables, filled as row classes refer to them."""
 
     def __init__(self) -> None:
         self.patients: dict[tuple[str, int], int] = {}
@@ -87,25 +88,22 @@ class _Tables:
         self.streams: dict[tuple[Any, ...], int] = {}
         self.contexts: dict[tuple[Any, ...], int] = {}
         self._context_list: list[Json] = []
-        # A message's rows mostly share their outbox context and quantity names.
-        self._by_row_shape: dict[tuple[Any, ...], int] = {}
 
     def stream_index(
-        self, context_id: int, context: ReadingContext, kind: str, cadence: int, values: list[Any]
+        self, context: ReadingContext, kind: str, cadence: int, shape: tuple[Any, ...]
     ) -> int:
         """What a row's values mean: patient, device, kind, quantity names and units."""
-        shape = tuple([(q[0], q[2]) for q in values])
-        memo = (context_id, kind, cadence, shape)
-        index = self._by_row_shape.get(memo)
-        if index is None:
-            patient, device, stream = _stream_key(context, kind, cadence, shape)
-            key = (
-                self.patients.setdefault(patient, len(self.patients)),
-                self.devices.setdefault(device, len(self.devices)),
-                *stream,
-            )
-            index = self._by_row_shape[memo] = self.streams.setdefault(key, len(self.streams))
-        return index
+        patient = (context.patient.patient_id, context.patient.binding_version)
+        device = tuple(getattr(context.device, attr) for _, attr in _DEVICE_KEYS)
+        key = (
+            self.patients.setdefault(patient, len(self.patients)),
+            self.devices.setdefault(device, len(self.devices)),
+            kind,
+            CADENCES[cadence].value,
+            context.driver_version,
+            shape,
+        )
+        return self.streams.setdefault(key, len(self.streams))
 
     def context_index(
         self,
@@ -132,12 +130,6 @@ class _Tables:
             self._context_list.append(context)
         return index
 
-    def cache_key(self) -> tuple[Any, ...] | None:
-        """What the tables' JSON depends on, or None when it cannot be cached."""
-        if any(key[4] is not None for key in self.contexts):
-            return None
-        return (tuple(self.patients), tuple(self.devices), tuple(self.streams), *self.contexts)
-
     def envelope_tables(self) -> Json:
         devices = [
             {key: value for (key, _), value in zip(_DEVICE_KEYS, device, strict=True) if value}
@@ -155,28 +147,85 @@ class _Tables:
         }
 
 
-_StreamKey = tuple[tuple[str, int], tuple[str | None, ...], tuple[Any, ...]]
-# Stream facts by (outbox context, kind, cadence, quantity names and units). The context
-# object is kept in the value, so its id cannot be reused while the entry lives; bounded.
-_STREAM_KEYS_MAX: Final = 1024
-_stream_keys: dict[tuple[int, str, int, tuple[Any, ...]], tuple[ReadingContext, _StreamKey]] = {}
+# A row's class: everything the envelope's tables and the row's context index depend on,
+# (context token, cadence, kind, quantity names and units, time source, time flags,
+# status, extra as stored JSON, unsynced). Rows of one class share a context.
+_RowClass = tuple[
+    int, int, str, tuple[Any, ...], str, tuple[str, ...], tuple[str, ...], str | None, bool
+]
+# Bounds of the caches below: past them a cache is emptied (entries are cheap to remake).
+_CONTEXT_TOKENS_MAX: Final = 1024
+_LAYOUTS_MAX: Final = 256
 
 
-def _stream_key(
-    context: ReadingContext, kind: str, cadence: int, shape: tuple[Any, ...]
-) -> _StreamKey:
-    """A stream's patient and device table keys, and the rest of its key, by value."""
-    memo = (id(context), kind, cadence, shape)
-    hit = _stream_keys.get(memo)
-    if hit is not None and hit[0] is context:
-        return hit[1]
-    patient = (context.patient.patient_id, context.patient.binding_version)
-    device = tuple(getattr(context.device, attr) for _, attr in _DEVICE_KEYS)
-    key = (patient, device, (kind, CADENCES[cadence].value, context.driver_version, shape))
-    if len(_stream_keys) >= _STREAM_KEYS_MAX:
-        _stream_keys.clear()
-    _stream_keys[memo] = (context, key)
-    return key
+class _ContextTokens:
+    """A small int per distinct outbox context, so a row class hashes quickly.
+
+    Looked up by the context object's identity first (a page's rows share one object),
+    then by value. Tokens come from one counter and are never reused, so a cached
+    layout keyed by a token from before a clear can never match another context.
+    """
+
+    def __init__(self) -> None:
+        self._next = itertools.count()
+        self._by_id: dict[int, tuple[ReadingContext, int]] = {}
+        self._by_value: dict[ReadingContext, int] = {}
+
+    def token(self, context: ReadingContext) -> int:
+        hit = self._by_id.get(id(context))
+        # The entry holds the object, so its id cannot be reused while the entry lives.
+        if hit is not None and hit[0] is context:
+            return hit[1]
+        if len(self._by_id) >= _CONTEXT_TOKENS_MAX:
+            self._by_id.clear()
+            self._by_value.clear()
+        token = self._by_value.get(context)
+        if token is None:
+            token = self._by_value[context] = next(self._next)
+        self._by_id[id(context)] = (context, token)
+        return token
+
+
+_TOKENS: Final = _ContextTokens()
+# Tables JSON and each class's context index, by the message's row classes in order of
+# first appearance: most messages repeat the previous one's (one stream).
+_layouts: dict[tuple[_RowClass, ...], tuple[str, tuple[int, ...]]] = {}
+
+
+def _layout(
+    classes: tuple[_RowClass, ...],
+    tokens: Mapping[int, int],
+    contexts: Mapping[int, ReadingContext],
+) -> tuple[str, tuple[int, ...]]:
+    """``"pt":...,"dev":...,"st":...,"cx":...`` (no braces) and each class's context.
+
+    ``tokens`` maps the message's outbox context ids to the tokens in ``classes``.
+    """
+    hit = _layouts.get(classes)
+    if hit is not None:
+        return hit
+    by_token = {token: contexts[context_id] for context_id, token in tokens.items()}
+    tables = _Tables()
+    indexes = []
+    for token, cadence, kind, shape, source, flags, status, extra, unsynced in classes:
+        context = by_token[token]
+        stream = tables.stream_index(context, kind, cadence, shape)
+        indexes.append(
+            tables.context_index(
+                stream,
+                _SOURCE_CODE_BY_TEXT[source],
+                flags,
+                status,
+                {} if extra is None else json.loads(extra),
+                # Kept (with mono) so the backend can still place the reading if the hub
+                # syncs only after a reboot.
+                context.boot_id if unsynced else None,
+            )
+        )
+    if len(_layouts) >= _LAYOUTS_MAX:
+        _layouts.clear()
+    hit = _layouts[classes] = (JSON.encode(tables.envelope_tables())[1:-1], tuple(indexes))
+    return hit
 
 
 def compact_json(batch: Sequence[StoredReading], now: HubTime, context: PayloadContext) -> str:
@@ -210,38 +259,86 @@ def compact_json_rows(
     now: HubTime,
     context: PayloadContext,
 ) -> str:
-    """The compact envelope as JSON text, straight from outbox rows (no Reading built).
+    """The compact envelope as JSON text, straight from outbox rows (no Reading built)."""
+    return compact_message(rows, contexts, now, context)[0]
 
-    Built from pieces because most messages repeat the previous one's header and tables
-    (one device, one stream): those are encoded once and reused, the rows every time.
+
+# A row as read for its message: (fields, effective ms, receipt ms, class index, whether
+# it needs its own receipt time "rc", whether it is unsynced).
+_ReadRow = tuple[BodyFields, int, int, int, bool, bool]
+
+
+def compact_message(
+    rows: Sequence[PendingRow],
+    contexts: Mapping[int, ReadingContext],
+    now: HubTime,
+    context: PayloadContext,
+) -> tuple[str, int, int]:
+    """The compact envelope as JSON text, and the first and last seq it holds.
+
+    The text is written directly, not through a document: this runs for every reading
+    published. Row classes put the tables (patients, devices, streams, contexts) and
+    their JSON in a cache, so a message that repeats the previous one's streams costs
+    one dict look-up for them. The bytes are pinned by golden files
+    (tests/payloads/golden/compact_wire_varied.jsonl) made with the json-module encoder.
     """
-    timed = [_timed(row, contexts[row[3]], now) for row in rows]
-    base_ms = min(min(t[1], t[2]) for t in timed)
-    seq0 = min(row[0] for row in rows)
-    tables = _Tables()
-    encoded = [
-        _row(row, contexts[row[3]], times, tables, base_ms, seq0)
-        for row, times in zip(rows, timed, strict=True)
+    tokens: dict[int, int] = {}  # outbox context id -> token, for this message
+    classes: dict[_RowClass, int] = {}
+    read: list[_ReadRow] = []
+    now_synced = now.clock_synced
+    flags: Sequence[str]
+    for _, _, cadence, context_id, body in rows:
+        fields = body_fields(body)
+        if fields.clock_synced or not now_synced:
+            # Nothing to re-stamp (agent.clock.restamp returns the times unchanged).
+            received = fields.received
+            # An integer field is UTC microseconds: flooring to ms is what epoch_ms does.
+            received_ms = received // 1000 if type(received) is int else _field_ms(received)
+            effective = fields.effective
+            effective_ms = received_ms if effective is None else _field_ms(effective)
+            source, flags = fields.time_source, fields.time_flags
+        else:
+            effective_ms, received_ms, source, flags = _restamped(fields, contexts[context_id], now)
+        token = tokens.get(context_id)
+        if token is None:
+            token = tokens[context_id] = _TOKENS.token(contexts[context_id])
+        unsynced = not fields.clock_synced and RESTAMPED_FLAG not in flags
+        extra = fields.extra
+        row_class = (
+            token,
+            cadence,
+            fields.kind,
+            tuple([(q[0], q[2]) for q in fields.values]),
+            source,
+            tuple(flags),
+            tuple(fields.status),
+            JSON.encode(extra) if extra else None,
+            unsynced,
+        )
+        index = classes.get(row_class)
+        if index is None:
+            index = classes[row_class] = len(classes)
+        own_rc = _SOURCE_CODE_BY_TEXT[source] != _HUB_RECEIPT_CODE
+        read.append((fields, effective_ms, received_ms, index, own_rc, unsynced))
+    tables, context_of_class = _layout(tuple(classes), tokens, contexts)
+    seqs = [row[0] for row in rows]
+    seq0, seq_last = min(seqs), max(seqs)
+    base_ms = min([min(r[1], r[2]) for r in read])
+    parts = [
+        _row_json(row, info, seq0, base_ms, context_of_class)
+        for row, info in zip(rows, read, strict=True)
     ]
-    head = _header_json(context)
-    t0 = _instant_json(base_ms)
-    body = _tables_json(tables)
-    return f'{head},"t0":{t0},"s0":{seq0},{body},"r":{JSON.encode(encoded)}}}'
+    text = (
+        f'{_header_json(context)},"t0":{_instant_json(base_ms)},"s0":{seq0},{tables},'
+        f'"r":[{",".join(parts)}]}}'
+    )
+    return text, seq0, seq_last
 
 
-# A row's published times: (fields, effective ms, receipt ms, time source, time flags).
-_Timed = tuple[BodyFields, int, int, str, "tuple[str, ...] | list[str]"]
-
-
-def _timed(row: PendingRow, context: ReadingContext, now: HubTime) -> _Timed:
-    """The row's fields and its times as published (re-stamped if the clock synced since)."""
-    fields = body_fields(row[4])
-    if fields.clock_synced or not now.clock_synced:
-        # Nothing to re-stamp (agent.clock.restamp returns the times unchanged).
-        received_ms = _field_ms(fields.received)
-        effective = fields.effective
-        effective_ms = received_ms if effective is None else _field_ms(effective)
-        return fields, effective_ms, received_ms, fields.time_source, fields.time_flags
+def _restamped(
+    fields: BodyFields, context: ReadingContext, now: HubTime
+) -> tuple[int, int, str, tuple[str, ...]]:
+    """Effective ms, receipt ms, time source and flags of a row re-stamped at ``now``."""
     received = utc_from_field(fields.received)
     pub = restamp(
         received=HubTime(received, fields.monotonic_ns, context.boot_id, fields.clock_synced),
@@ -250,12 +347,78 @@ def _timed(row: PendingRow, context: ReadingContext, now: HubTime) -> _Timed:
         time_flags=tuple(fields.time_flags),
         now=now,
     )
-    return fields, epoch_ms(pub.effective), epoch_ms(pub.receipt), pub.time_source, pub.flags
+    return epoch_ms(pub.effective), epoch_ms(pub.receipt), pub.time_source, pub.flags
 
 
 def _field_ms(value: int | str) -> int:
     # An integer field is UTC microseconds: flooring to ms is what epoch_ms does.
     return value // 1000 if type(value) is int else epoch_ms(utc_from_field(value))
+
+
+def _row_json(
+    row: PendingRow,
+    info: _ReadRow,
+    seq0: int,
+    base_ms: int,
+    context_of_class: tuple[int, ...],
+) -> str:
+    """``[id, seq offset, context, effective ms, values(, own fields)]`` as JSON text."""
+    fields, effective_ms, receipt_ms, index, own_rc, unsynced = info
+    own = ""
+    if (
+        own_rc
+        or unsynced
+        or fields.device_time is not None
+        or fields.device_clock_offset_s is not None
+        or fields.device_seq is not None
+    ):
+        own = _own_json(fields, receipt_ms - base_ms if own_rc else None, unsynced)
+    return (
+        f'["{id_base64url(row[1])}",{row[0] - seq0},{context_of_class[index]},'
+        f"{effective_ms - base_ms},[{_values_json(fields.values)}]{own}]"
+    )
+
+
+def _own_json(fields: BodyFields, receipt_offset_ms: int | None, unsynced: bool) -> str:
+    """``,{...}``: the fields only this reading has, in order rc, mono, dt, off, dq."""
+    own: list[str] = []
+    if receipt_offset_ms is not None:
+        own.append(f'"rc":{receipt_offset_ms}')
+    if unsynced:
+        own.append(f'"mono":{_number_json(fields.monotonic_ns)}')
+    if fields.device_time is not None:
+        own.append(f'"dt":{JSON.encode(fields.device_time)}')
+    if fields.device_clock_offset_s is not None:
+        own.append(f'"off":{_number_json(fields.device_clock_offset_s)}')
+    if fields.device_seq is not None:
+        own.append(f'"dq":{_number_json(fields.device_seq)}')
+    return f",{{{','.join(own)}}}"
+
+
+def _number_json(value: object) -> str:
+    # An int as json writes it (int.__repr__); anything else through json itself.
+    return int.__repr__(value) if type(value) is int else JSON.encode(value)
+
+
+def _values_json(values: list[list[Any]]) -> str:
+    """The values as json writes ``compact_number(value)``, or the special's name."""
+    parts = []
+    for quantity in values:
+        value = quantity[1]
+        if type(value) is float:
+            if value.is_integer():  # False for NaN and the infinities
+                parts.append(int.__repr__(int(value)))
+            elif value - value == 0.0:
+                parts.append(float.__repr__(value))
+            else:
+                parts.append(JSON.encode(value))  # NaN, Infinity as json writes them
+        elif type(value) is int:
+            parts.append(int.__repr__(value))
+        elif value is None:
+            parts.append(JSON.encode(quantity[3]))
+        else:
+            parts.append(JSON.encode(compact_number(value)))
+    return ",".join(parts)
 
 
 def _header(context: PayloadContext) -> Json:
@@ -274,75 +437,21 @@ def _header_json(context: PayloadContext) -> str:
     return JSON.encode(_header(context))[:-1]
 
 
+# The last second _instant_json wrote, and its text up to the seconds: consecutive
+# messages mostly fall in the same second.
+_last_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
+
+
 def _instant_json(ms: int) -> str:
     """``t0``: the instant ``ms`` after the epoch, as a quoted FHIR instant."""
-    return f'"{format_instant(_EPOCH + timedelta(milliseconds=ms))}"'
-
-
-# Tables JSON by the tables' content. A key holds only strings, numbers and tuples of
-# them, so equal keys give equal JSON; tables with an "ex" are not cached (an extra's
-# key order shows in its JSON but not in the key).
-_TABLES_CACHE_ENTRIES: Final = 256
-_tables_cache: dict[tuple[Any, ...], str] = {}
-
-
-def _tables_json(tables: _Tables) -> str:
-    """``"pt":...,"dev":...,"st":...,"cx":...`` for ``tables`` (no surrounding braces)."""
-    key = tables.cache_key()
-    text = _tables_cache.get(key) if key is not None else None
-    if text is None:
-        text = JSON.encode(tables.envelope_tables())[1:-1]
-        if key is not None:
-            if len(_tables_cache) >= _TABLES_CACHE_ENTRIES:
-                _tables_cache.clear()
-            _tables_cache[key] = text
-    return text
-
-
-def _row(
-    row: PendingRow,
-    context: ReadingContext,
-    times: _Timed,
-    tables: _Tables,
-    base_ms: int,
-    seq0: int,
-) -> list[Any]:
-    seq, reading_id, cadence, context_id, _ = row
-    fields, effective_ms, receipt_ms, time_source, flags = times
-    unsynced = not fields.clock_synced and RESTAMPED_FLAG not in flags
-    source_code = _SOURCE_CODE_BY_TEXT[time_source]
-    context_index = tables.context_index(
-        tables.stream_index(context_id, context, fields.kind, cadence, fields.values),
-        source_code,
-        tuple(flags),
-        tuple(fields.status),
-        fields.extra,
-        # Kept (with mono) so the backend can still place the reading if the hub syncs
-        # only after a reboot.
-        context.boot_id if unsynced else None,
-    )
-    encoded: list[Any] = [
-        id_base64url(reading_id),
-        seq - seq0,
-        context_index,
-        effective_ms - base_ms,
-        [compact_number(q[1]) if q[1] is not None else q[3] for q in fields.values],
-    ]
-    # The fields only this reading has, most rows none: rc, mono, dt, off, dq in order.
-    own: Json = {}
-    if source_code != _HUB_RECEIPT_CODE:
-        own["rc"] = receipt_ms - base_ms
-    if unsynced:
-        own["mono"] = fields.monotonic_ns
-    if fields.device_time is not None:
-        own["dt"] = fields.device_time
-    if fields.device_clock_offset_s is not None:
-        own["off"] = fields.device_clock_offset_s
-    if fields.device_seq is not None:
-        own["dq"] = fields.device_seq
-    if own:
-        encoded.append(own)
-    return encoded
+    global _last_second  # noqa: PLW0603 - a one-entry cache
+    second, milli = divmod(ms, 1000)
+    cached_second, text = _last_second
+    if second != cached_second:
+        # format_instant gives "...:SS.000Z" for a whole second.
+        text = format_instant(_EPOCH + timedelta(seconds=second))[:-5]
+        _last_second = (second, text)
+    return f'"{text}.{milli:03d}Z"'
 
 
 def decode_compact(document: Json) -> list[Json]:
