@@ -212,10 +212,17 @@ class Runtime:
         from agent.requests import LogLevelOverride  # noqa: PLC0415 - after READY
 
         self._log_override = LogLevelOverride(logging.getLogger(), self.config.logging.level)
+        previous: Health | None = None
         try:
             while True:
-                self._agent = build_agent(self.config, outbox, self._clock, self._driver_factories)
-                await self._run_generation(self._agent)
+                agent = build_agent(self.config, outbox, self._clock, self._driver_factories)
+                if previous is not None:
+                    agent.health.carry_over(previous)
+                else:
+                    agent.health.restore_devices(_saved_devices(self.config), self._clock.now())
+                self._agent = agent
+                previous = agent.health
+                await self._run_generation(agent)
                 if self._stop.is_set():
                     break
                 log.info("configuration reloaded; restarting devices and the broker session")
@@ -271,9 +278,15 @@ class Runtime:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=SHUTDOWN_BUDGET_S / 2)
+        # The devices' last word goes to the state file, so the next start (or `wardlink
+        # status`) knows when each was last seen, not what the last periodic write knew.
+        await self._write_state(agent)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(SHUTDOWN_BUDGET_S / 2):
-                await agent.publisher.close(timeout_s=SHUTDOWN_BUDGET_S / 4)
+                # A reload reconnects at once (perhaps to another broker): say why the
+                # hub is briefly offline, so the fleet does not page anybody for it.
+                reason = "shutdown" if self._stop.is_set() else "reloading configuration"
+                await agent.publisher.close(timeout_s=SHUTDOWN_BUDGET_S / 4, reason=reason)
         publisher_task.cancel()
         for task in helpers:
             task.cancel()
@@ -288,9 +301,6 @@ class Runtime:
 
     async def _housekeeping(self, agent: Agent) -> None:
         """Purge rows past the audit window and keep the local state file fresh."""
-        from agent.localstatus import state_file_path, write_state_file  # noqa: PLC0415
-
-        state_path = state_file_path(agent.config.storage.path)
         while True:
             now = self._clock.now()
             try:
@@ -299,12 +309,18 @@ class Runtime:
                     log.info("purged %d readings past the audit window", purged)
             except OutboxError as exc:
                 log.error("audit purge failed: %s", exc)
-            try:
-                # fsyncs: off the event loop
-                await asyncio.to_thread(write_state_file, state_path, await self.health_now())
-            except OSError as exc:
-                log.warning("state file %s not written: %s", state_path, exc)
+            await self._write_state(agent)
             await asyncio.sleep(min(HOUSEKEEPING_INTERVAL_S, agent.config.health.interval_s))
+
+    async def _write_state(self, agent: Agent) -> None:
+        from agent.localstatus import state_file_path, write_state_file  # noqa: PLC0415
+
+        state_path = state_file_path(agent.config.storage.path)
+        try:
+            # fsyncs: off the event loop
+            await asyncio.to_thread(write_state_file, state_path, await self.health_now())
+        except OSError as exc:
+            log.warning("state file %s not written: %s", state_path, exc)
 
     # --- AgentControl (remote requests) -------------------------------------------------
 
@@ -371,6 +387,16 @@ class Runtime:
                 await self.agent.publisher.flush()
         stats = await self.agent.outbox.stats()
         return {"pending": stats.pending, "rejected": stats.rejected}
+
+
+def _saved_devices(config: Config) -> dict[str, Any]:
+    """Device history from the state file the last run left (none after a decommission)."""
+    from agent.localstatus import read_state_file, state_file_path  # noqa: PLC0415
+
+    state = read_state_file(state_file_path(config.storage.path)) or {}
+    health = state.get("health")
+    devices = health.get("devices") if isinstance(health, dict) else None
+    return devices if isinstance(devices, dict) else {}
 
 
 async def _first_of(*events: asyncio.Event) -> None:

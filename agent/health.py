@@ -9,13 +9,13 @@ No reading values and no patient identifiers are ever stored here.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from drivers.base import DeviceState
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-    from datetime import datetime
+    from collections.abc import Callable, Mapping
 
     from agent.clock import Clock, HubTime
     from agent.readings import DeviceIdentity
@@ -27,6 +27,36 @@ READING_STATUS_MIN_NS: Final = int(READING_STATUS_MIN_INTERVAL_S * NS_PER_S)
 
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+def _parse_iso(text: object) -> datetime | None:
+    """A time ``_iso`` wrote, or None for anything else (an old or damaged state file)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+# What a device's health knows beyond its current session (carried over on reload).
+_HISTORY_FIELDS: Final = (
+    "state",
+    "reason",
+    "last_seen",
+    "last_seen_mono_ns",
+    "last_reading_at",
+    "last_reading_kind",
+    "battery_percent",
+    "rssi_dbm",
+    "clock_offset_s",
+    "identity",
+)
 
 
 class DeviceHealth:
@@ -111,6 +141,38 @@ class DeviceHealth:
         if first_of_kind or last_ns is None or now_ns - last_ns >= READING_STATUS_MIN_NS:
             self._reading_notified_ns = now_ns
             self._on_change(self.device_id)
+
+    def carry_over(self, previous: DeviceHealth) -> None:
+        """Keep what the previous generation knew (a config reload is not news of the device)."""
+        for name in _HISTORY_FIELDS:
+            setattr(self, name, getattr(previous, name))
+        self.counters = dict(previous.counters)
+        self._on_change(self.device_id)
+
+    def restore(self, saved: Mapping[str, Any], now: HubTime) -> None:
+        """Take the history of ``saved`` (this device's status from the last run's state file).
+
+        Without it every restart would publish "not seen, never measured" for a device
+        used an hour ago. The saved state itself is not trusted (the session is gone): a
+        device seen before starts "disconnected", aged by the wall-clock time since it was
+        last seen, so it turns "not seen" when its expected interval runs out as if the
+        agent had never stopped. With an unsynced or backward clock that age is unknown,
+        so it starts "not seen" (its last_seen still shows when it was).
+        """
+        self.last_seen = _parse_iso(saved.get("last_seen"))
+        self.last_reading_at = _parse_iso(saved.get("last_reading_at"))
+        kind = saved.get("last_reading_kind")
+        self.last_reading_kind = kind if isinstance(kind, str) else None
+        self.battery_percent = _int_or_none(saved.get("battery_percent"))
+        self.rssi_dbm = _int_or_none(saved.get("rssi_dbm"))
+        offset = saved.get("clock_offset_s")
+        self.clock_offset_s = float(offset) if isinstance(offset, int | float) else None
+        if self.last_seen is not None and now.clock_synced:
+            age = now.utc - self.last_seen
+            if age.total_seconds() >= 0:
+                self.last_seen_mono_ns = now.monotonic_ns - int(age.total_seconds() * NS_PER_S)
+                self.state = DeviceState.DISCONNECTED
+        self._on_change(self.device_id)
 
     def is_stale(self, now: HubTime) -> bool:
         """Silent for longer than the device's expected interval (habluetooth watchdog idea)."""
@@ -198,6 +260,24 @@ class Health:
         self.devices[device_id] = made
         self._device_changed(device_id)
         return made
+
+    def carry_over(self, previous: Health) -> None:
+        """A reload: keep counters, alarms and the history of devices still configured."""
+        self.publish = previous.publish
+        self.ignored_readings = previous.ignored_readings
+        for name, alarm in previous.alarms.items():
+            self.alarms.setdefault(name, alarm)
+        for device_id, device in self.devices.items():
+            earlier = previous.devices.get(device_id)
+            if earlier is not None:
+                device.carry_over(earlier)
+
+    def restore_devices(self, saved: Mapping[str, Any], now: HubTime) -> None:
+        """A restart: device history from the last state file's ``devices`` (configured ones)."""
+        for device_id, device in self.devices.items():
+            entry = saved.get(device_id)
+            if isinstance(entry, dict):
+                device.restore(entry, now)
 
     def _device_changed(self, device_id: str) -> None:
         self.changed_devices.add(device_id)

@@ -59,3 +59,64 @@ async def test_connected_then_disconnected_then_not_seen(
         await agent.kill()
         sub.close()
         device.close()
+
+
+def _last_status(sub: Subscriber, device_id: str) -> dict[str, object]:
+    document: dict[str, object] = json.loads(
+        sub.messages(f"{HUB_ID}/devices/{device_id}/status")[-1].payload
+    )
+    return document
+
+
+async def test_a_restart_keeps_when_the_device_was_last_seen_and_measured(
+    tmp_path: Path, broker: MosquittoBroker, topic_prefix: str
+) -> None:
+    # A BP cuff used this morning must not read "never seen, never measured" on the
+    # dashboard because the hub rebooted at noon.
+    device = PtySerialDevice("nonin-df8", link=tmp_path / "nonin.tty", speed=5.0)
+    device.plug()
+    emulator = asyncio.create_task(device.run())
+    devices = (
+        f"  - id: oxi\n    driver: serial-oximeter\n    protocol: nonin-df8\n"
+        f"    port: {device.port}\n    expected_interval_s: 3600\n    reopen_wait_s: 1\n"
+    )
+    config = write_config(tmp_path, port=broker.port, prefix=topic_prefix, devices_yaml=devices)
+    first = Subscriber(broker.host, broker.port, [f"{topic_prefix}/{HUB_ID}/#"])
+    agent = AgentProcess(config=config, log_path=tmp_path / "agent.log")
+    try:
+        await agent.start()
+        await _until(lambda: first.messages(f"{HUB_ID}/readings"))
+        emulator.cancel()
+        device.unplug()
+        await _until(lambda: _states(first, "oxi")[-1] == "disconnected")
+        before = _last_status(first, "oxi")
+        assert before["last_reading_at"] is not None
+        assert await agent.terminate() == 0
+
+        # The second run never hears from the device: only the saved history can tell.
+        second = Subscriber(broker.host, broker.port, [f"{topic_prefix}/{HUB_ID}/#"])
+        try:
+            await agent.start()
+            await _until(lambda: sub_online(second))
+            # The first message is the retained one the first run left; wait for this run's.
+            await _until(lambda: len(second.messages(f"{HUB_ID}/devices/oxi/status")) >= 2)
+            after = _last_status(second, "oxi")
+            assert after["last_reading_kind"] == "spo2"
+            assert after["last_reading_at"] == before["last_reading_at"]
+            assert after["last_seen"] is not None
+            assert str(after["last_seen"]) >= str(before["last_reading_at"])
+            assert after["state"] != "connected"
+            assert await agent.terminate() == 0
+        finally:
+            second.close()
+    finally:
+        await agent.kill()
+        first.close()
+        device.close()
+
+
+def sub_online(sub: Subscriber) -> bool:
+    """The agent's retained hub status says online (its second run has connected)."""
+    return any(
+        json.loads(m.payload).get("state") == "online" for m in sub.messages(f"{HUB_ID}/status")
+    )
