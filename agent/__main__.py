@@ -7,6 +7,7 @@ without bumble can still run the agent.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Final
 
@@ -178,6 +179,11 @@ _COMMANDS: Final = {
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``wardlink`` command."""
+    # wardlink uses no pydantic plugins. Looking for them scans the entry points of every
+    # installed distribution when the first model is built (50-70 ms of the 0.5 s budget
+    # from exec to READY=1, bench/footprint.py), and a plugin found that way would run
+    # inside config validation. An operator may still set the variable.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     args = _build_parser().parse_args(argv)
     return _COMMANDS[args.command](args)
 

@@ -10,10 +10,16 @@ interval the values barely move, and the median keeps a rare phantom frame decod
 line noise in a format without checksum (Contec, Nonin DF8) from becoming the reading,
 which "last value" would not. A quantity is missing only if no sample in the interval
 had it; the flags say when part of the interval had no valid value.
+
+Intervals sit on a grid of the caller's clock, ``[k * interval_s, (k + 1) * interval_s)``:
+every device with the same interval closes its intervals at the same instant, so their
+readings share one outbox COMMIT and one publish instead of one each. The first interval
+after a (re)connection is what is left of its grid interval.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from statistics import median_low
 from typing import TYPE_CHECKING, Final
@@ -60,7 +66,6 @@ class IntervalAggregator:
             raise ValueError(f"interval_s must be > 0, got {interval_s}")
         self._interval_s = interval_s
         self._window: _Window | None = None
-        self._last_end_s: float | None = None
 
     @property
     def deadline_s(self) -> float | None:
@@ -73,7 +78,7 @@ class IntervalAggregator:
             return [Interval(sample, 1)]
         closed = self.due(now_s)
         if self._window is None:
-            self._window = _Window(self._next_start(now_s, closed))
+            self._window = _Window(math.floor(now_s / self._interval_s) * self._interval_s)
         self._window.samples.append(sample)
         return closed
 
@@ -89,15 +94,7 @@ class IntervalAggregator:
         window, self._window = self._window, None
         if window is None or not window.samples:
             return []
-        self._last_end_s = window.start_s + self._interval_s
         return [merge(window.samples, truncated=truncated)]
-
-    def _next_start(self, now_s: float, closed: list[Interval]) -> float:
-        # Back-to-back intervals keep a steady cadence; after a gap, start afresh.
-        last_end = self._last_end_s
-        if closed and last_end is not None and now_s < last_end + self._interval_s:
-            return last_end
-        return now_s
 
 
 def _median_valid(values: Iterable[float | None]) -> float | None:

@@ -24,6 +24,7 @@ from drivers.serial.aggregate import Interval, IntervalAggregator
 from drivers.serial.protocols import PROTOCOLS, DecoderStats, Sample
 from drivers.serial.transport import (
     PORT_POLL_S,
+    READ_PERIOD_S,
     PortMissingError,
     SerialTransport,
     missing_reason,
@@ -151,6 +152,8 @@ class SerialOximeterDriver:
             on_data=self._on_data,
             on_lost=self._on_lost,
             baudrate=self._settings.baudrate,
+            # Several reads per interval, so an interval's samples are its own.
+            read_period_s=min(READ_PERIOD_S, self._settings.interval_s / 4),
         )
         await transport.open()
         self._transport = transport

@@ -2,8 +2,17 @@
 
 The port is opened (blocking, so via ``asyncio.to_thread``) non-blocking and exclusive,
 with all flow control off: XON/XOFF would swallow 0x11/0x13, which are data in every
-binary oximeter protocol (serial-protocols.md §7.1). Reads happen in a
-``loop.add_reader`` callback, which takes whatever the kernel has buffered.
+binary oximeter protocol (serial-protocols.md §7.1).
+
+Reading is paced so that a streaming device costs a few wake-ups a second, not one per
+USB packet (a Contec sends 60 packets a second; waking for each was most of the agent's
+idle CPU). A silent port is watched with ``loop.add_reader``: no timer, no wake-up
+until the kernel has bytes. The first bytes are read at once; while bytes keep coming,
+the port is read every ``read_period_s`` on a grid of the loop clock shared by every
+port, so two streaming ports are read in the same wake-up; a read that finds nothing
+hands the port back to ``add_reader``. The kernel buffers far more than a period's
+worth of bytes (a pty or USB-serial tty holds kilobytes; a 115,200-baud line fills
+2.9 KB in 0.25 s at most), and each read takes everything buffered.
 
 Errors are translated here, once, into our hierarchy with advice a technician can act
 on: a missing port or an unplug is transient (the cable may come back), a permission
@@ -15,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import math
 import os
 from typing import TYPE_CHECKING, Final
 
@@ -29,7 +39,11 @@ if TYPE_CHECKING:
     from drivers.serial.protocols import LinkSettings
 
 _LOG = logging.getLogger(__name__)
-READ_CHUNK_BYTES: Final = 4096
+READ_CHUNK_BYTES: Final = 16384
+# Longest wait between reads of a streaming port: it adds at most this to a reading's
+# latency (readings close once per interval, 1 s by default) and bounds the wake-ups
+# of a stream to about four a second.
+READ_PERIOD_S: Final = 0.25
 PORT_POLL_S: Final = 0.5
 _AGAIN: Final = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
 
@@ -73,15 +87,23 @@ class SerialTransport:
         on_data: Callable[[bytes], None],
         on_lost: Callable[[TransientDeviceError], None],
         baudrate: int | None = None,
+        read_period_s: float = READ_PERIOD_S,
     ) -> None:
-        """Store the arguments; no I/O."""
+        """Store the arguments; no I/O.
+
+        ``read_period_s`` is the pace of reads while bytes keep coming (module docstring).
+        """
+        if read_period_s <= 0:
+            raise ValueError(f"read_period_s must be > 0, got {read_period_s}")
         self._port = port
         self._link = link
         self._baudrate = baudrate or link.baudrate
         self._on_data = on_data
         self._on_lost = on_lost
+        self._read_period_s = read_period_s
         self._serial: serial.Serial | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._next_read: asyncio.TimerHandle | None = None
 
     @property
     def is_open(self) -> bool:
@@ -118,20 +140,41 @@ class SerialTransport:
         )
 
     def _readable(self) -> None:
-        port = self._serial
-        if port is None:
+        """The kernel has bytes after a silence (or the line hung up): read them now."""
+        port, loop = self._serial, self._loop
+        if port is None or loop is None:
+            return
+        loop.remove_reader(port.fileno())
+        self._read(woken_by_kernel=True)
+
+    def _read_tick(self) -> None:
+        self._next_read = None
+        self._read(woken_by_kernel=False)
+
+    def _read(self, *, woken_by_kernel: bool) -> None:
+        """Read what is buffered; read again on the next grid tick, or wait for bytes."""
+        port, loop = self._serial, self._loop
+        if port is None or loop is None:
             return
         try:
+            # One read takes it all: a period's bytes are far fewer than READ_CHUNK_BYTES.
             data = os.read(port.fileno(), READ_CHUNK_BYTES)
         except OSError as exc:
-            if exc.errno in _AGAIN:
+            if exc.errno not in _AGAIN:
+                self._lose(f"port {self._port} lost ({exc.strerror}): check the USB cable")
                 return
-            self._lose(f"port {self._port} lost ({exc.strerror}): check the USB cable")
-            return
-        if not data:  # a hung-up tty reads as end-of-file
+            data = b""
+        if data:
+            period = self._read_period_s
+            tick = (math.floor(loop.time() / period) + 1) * period
+            self._next_read = loop.call_at(tick, self._read_tick)
+            self._on_data(data)
+        elif woken_by_kernel:
+            # Readable yet empty: end-of-file, a hung-up tty. (pyserial's timeout=0 sets
+            # VMIN=0, so a read on a quiet port also returns b"": only a tick sees that.)
             self._lose(f"port {self._port} closed by the device: check the USB cable")
-            return
-        self._on_data(data)
+        else:
+            loop.add_reader(port.fileno(), self._readable)
 
     def _lose(self, reason: str) -> None:
         self._shutdown()
@@ -159,6 +202,9 @@ class SerialTransport:
         port, self._serial = self._serial, None
         if port is None:
             return
+        if self._next_read is not None:
+            self._next_read.cancel()
+            self._next_read = None
         if self._loop is not None:
             self._loop.remove_reader(port.fileno())
         try:

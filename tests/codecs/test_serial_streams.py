@@ -180,3 +180,23 @@ def test_spot_samples_are_never_merged() -> None:
     spot = Sample(spo2=95, pulse_rate=70, perfusion_index=None, spot=True)
     assert agg.add(spot, 1.0) == agg.add(spot, 1.1) == [Interval(spot, 1)]
     assert agg.deadline_s is None
+
+
+def test_devices_with_the_same_interval_close_together() -> None:
+    # Two oximeters that started streaming at different moments: their readings close at
+    # the same instant, so they share one COMMIT and one publish.
+    nonin, contec = IntervalAggregator(1.0), IntervalAggregator(1.0)
+    nonin.add(_s(97, 70), now_s=100.3)
+    contec.add(_s(95, 80), now_s=100.75)
+    assert nonin.deadline_s == contec.deadline_s == 101.0
+    first = nonin.add(_s(96, 71), now_s=101.0)
+    assert [c.sample_count for c in first] == [1]  # the rest of the first grid interval
+    assert nonin.deadline_s == 102.0
+
+
+def test_an_interval_after_a_gap_is_its_grid_interval() -> None:
+    agg = IntervalAggregator(2.0)
+    agg.add(_s(97, 70), now_s=10.5)
+    closed = agg.add(_s(96, 71), now_s=17.1)  # the device was silent for 6 s
+    assert [c.sample.spo2 for c in closed] == [97]
+    assert agg.deadline_s == 18.0
