@@ -185,10 +185,15 @@ class DeviceHealth:
         """The retained per-device status document (no values, no patient id)."""
         state = self.state
         # Silent past its expected interval: a device that is merely "seen" (advertising,
-        # port present) or "disconnected" (reconnecting) is now "not seen". A connected
-        # session or an error needing a person keeps its state.
-        if self.is_stale(now) and state in (DeviceState.SEEN, DeviceState.DISCONNECTED):
-            state = DeviceState.NOT_SEEN
+        # port present) or "disconnected" (reconnecting) is now "not seen", a silent
+        # connection is only "seen". An error needing a person keeps its state.
+        if self.is_stale(now):
+            if state in (DeviceState.SEEN, DeviceState.DISCONNECTED):
+                state = DeviceState.NOT_SEEN
+            elif state is DeviceState.CONNECTED:
+                # The link is up but nothing came over it (an oximeter switched off in its
+                # plugged-in cradle): "connected" would read as "the patient did not measure".
+                state = DeviceState.SEEN
         ident = self.identity
         return {
             "device": self.device_id,

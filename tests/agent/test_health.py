@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from agent.clock import HubTime
 from agent.health import READING_STATUS_MIN_INTERVAL_S, Health
+from drivers.base import DeviceState
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
@@ -120,3 +121,16 @@ def test_a_reload_carries_devices_alarms_and_counters_over() -> None:
     assert new.devices["cuff"].status(clock.now()) == old.devices["cuff"].status(clock.now())
     assert new.publish.readings_acked == 42
     assert "readings_rejected" in new.alarms
+
+
+def test_a_connection_silent_past_its_interval_is_only_seen() -> None:
+    clock = ManualClock()
+    health = Health(hub_id="hub", clock=clock)
+    oxi = health.device("oxi", expected_interval_s=60)
+    oxi.set_state(DeviceState.CONNECTED)  # the port opened; the oximeter is off
+    clock.elapsed_s = 59
+    assert oxi.status(clock.now())["state"] == "connected"
+    clock.elapsed_s = 61
+    assert oxi.status(clock.now())["state"] == "seen"
+    oxi.note_reading("spo2", clock.now().utc)  # switched on
+    assert oxi.status(clock.now())["state"] == "connected"

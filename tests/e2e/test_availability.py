@@ -120,3 +120,39 @@ def sub_online(sub: Subscriber) -> bool:
     return any(
         json.loads(m.payload).get("state") == "online" for m in sub.messages(f"{HUB_ID}/status")
     )
+
+
+async def test_a_plugged_in_but_silent_oximeter_is_seen_not_connected(
+    tmp_path: Path, broker: MosquittoBroker, topic_prefix: str
+) -> None:
+    # The USB cable is in, the oximeter is switched off: the port opens, nothing comes.
+    # "connected" would tell the ward the patient simply has not measured.
+    device = PtySerialDevice("nonin-df8", link=tmp_path / "nonin.tty", speed=5.0)
+    device.plug()
+    devices = (
+        f"  - id: oxi\n    driver: serial-oximeter\n    protocol: nonin-df8\n"
+        f"    port: {device.port}\n    expected_interval_s: 3\n    reopen_wait_s: 1\n"
+    )
+    config = write_config(tmp_path, port=broker.port, prefix=topic_prefix, devices_yaml=devices)
+    sub = Subscriber(broker.host, broker.port, [f"{topic_prefix}/{HUB_ID}/#"])
+    agent = AgentProcess(config=config, log_path=tmp_path / "agent.log")
+    emulator: asyncio.Task[None] | None = None
+    try:
+        await agent.start()
+        await _until(lambda: "connected" in _states(sub, "oxi"), timeout_s=30)
+        try:
+            await _until(lambda: _states(sub, "oxi")[-1] == "seen", timeout_s=30)
+        except TimeoutError:
+            pytest.fail(f"states {_states(sub, 'oxi')}; log: {agent.log_text()[-2000:]}")
+        assert not sub.messages(f"{HUB_ID}/readings")
+        # Switched on: readings flow and the device is connected again.
+        emulator = asyncio.create_task(device.run())
+        await _until(lambda: sub.messages(f"{HUB_ID}/readings"), timeout_s=30)
+        await _until(lambda: _states(sub, "oxi")[-1] == "connected", timeout_s=30)
+        assert await agent.terminate() == 0
+    finally:
+        if emulator is not None:
+            emulator.cancel()
+        await agent.kill()
+        sub.close()
+        device.close()
