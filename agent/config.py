@@ -197,6 +197,44 @@ class HealthConfig(_Strict):
     interval_s: float = Field(default=60.0, ge=1)
 
 
+class BluetoothConfig(_Strict):
+    """The hub's Bluetooth adapter and its recovery ladder (docs/ble.md, reliability.md §6.5).
+
+    Each ``*_after_s`` counts from the moment the adapter was first judged failing; a rung
+    is reached at most one ``probe_interval_s`` after its time. Rebooting is off by default.
+    """
+
+    adapter: str = Field(default="hci0", pattern=r"^hci[0-9]{1,2}$", examples=["hci0"])
+    probe_interval_s: float = Field(default=30.0, ge=1, le=600)
+    error_threshold: int = Field(default=3, ge=1, le=100)
+    advert_silence_s: float | None = Field(default=None, ge=300)
+    power_cycle_after_s: float = Field(default=60.0, ge=0, le=3600)
+    restart_bluetooth_after_s: float = Field(default=300.0, ge=0, le=86_400)
+    reboot_after_s: float | None = Field(default=None, ge=1800, le=7 * 86_400)
+    max_reboots: int = Field(default=1, ge=1, le=3)
+    recovered_after_s: float = Field(default=300.0, ge=1, le=86_400)
+
+    @model_validator(mode="after")
+    def _ladder_order(self) -> Self:
+        # Each rung needs at least one probe to show whether the one below it helped.
+        gap = self.probe_interval_s
+        rungs = [
+            ("restart_bluetooth_after_s", self.restart_bluetooth_after_s, "power_cycle_after_s"),
+            ("reboot_after_s", self.reboot_after_s, "restart_bluetooth_after_s"),
+        ]
+        violations: list[tuple[str, str]] = []
+        for key, value, below in rungs:
+            least = getattr(self, below) + gap
+            if value is not None and value < least:
+                rule = f"{value:g} must be at least {below} + probe_interval_s ({least:g})"
+                violations.append((key, rule))
+        if self.recovered_after_s < gap:
+            too_short = f"{self.recovered_after_s:g} is shorter than probe_interval_s ({gap:g})"
+            violations.append(("recovered_after_s", too_short))
+        _refuse(violations)
+        return self
+
+
 class LoggingConfig(_Strict):
     """Log verbosity. Patient ids and values appear only at DEBUG."""
 
@@ -218,6 +256,7 @@ class Config(_Strict):
     payload: PayloadConfig = PayloadConfig()
     health: HealthConfig = HealthConfig()
     logging: LoggingConfig = LoggingConfig()
+    bluetooth: BluetoothConfig = BluetoothConfig()
     devices: tuple[DeviceSettings, ...] = ()
 
     @model_validator(mode="after")
