@@ -93,6 +93,8 @@ class Agent:
     drivers: dict[str, Driver]
     info: dict[str, Any]
     driver_tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    # Set by a reconnect request: ends the device's session or backoff wait (supervise.py).
+    restart_now: dict[str, asyncio.Event] = field(default_factory=dict)
 
 
 def build_agent(
@@ -265,8 +267,10 @@ class Runtime:
     def _start_driver(self, group: asyncio.TaskGroup, agent: Agent, device_id: str) -> None:
         driver = agent.drivers[device_id]
         reporter = agent.health.device(device_id)
+        restart_now = agent.restart_now.setdefault(device_id, asyncio.Event())
         agent.driver_tasks[device_id] = group.create_task(
-            supervise_driver(driver, reporter, DRIVER_BACKOFF), name=f"driver:{device_id}"
+            supervise_driver(driver, reporter, DRIVER_BACKOFF, restart_now=restart_now),
+            name=f"driver:{device_id}",
         )
 
     async def _stop_generation(
@@ -360,13 +364,17 @@ class Runtime:
         return list(self.agent.drivers)
 
     async def reconnect_device(self, device_id: str) -> None:
-        """Close the device's session; its supervisor opens a new one."""
-        await self.agent.drivers[device_id].close()
+        """End the device's session (what it holds is stored); its supervisor opens a new one.
+
+        Also ends an error backoff at once. Not ``driver.close()``: a serial session
+        whose port is closed under it waits for data that can never come.
+        """
+        self.agent.restart_now[device_id].set()
 
     async def rescan(self) -> None:
         """Re-open every device session (a fresh discovery for BLE devices)."""
-        for driver in self.agent.drivers.values():
-            await driver.close()
+        for event in self.agent.restart_now.values():
+            event.set()
 
     async def requeue_rejected(self, seqs: Sequence[int] | None) -> int:
         """Rejected -> pending, then make the publisher start again from the oldest row."""

@@ -9,6 +9,7 @@ exits non-zero and systemd restarts it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -53,20 +54,36 @@ def delay_for_error(exc: BaseException, attempt: int, backoff: Backoff) -> float
 
 
 async def supervise_driver(
-    driver: Driver, reporter: DeviceReporter, backoff: Backoff, *, sleep_scale: float = 1.0
+    driver: Driver,
+    reporter: DeviceReporter,
+    backoff: Backoff,
+    *,
+    sleep_scale: float = 1.0,
+    restart_now: asyncio.Event | None = None,
 ) -> None:
-    """Run ``driver.run()`` until cancelled, restarting it after device failures."""
+    """Run ``driver.run()`` until cancelled, restarting it after device failures.
+
+    Setting ``restart_now`` (a technician's reconnect request) ends the current session
+    the way a shutdown does (the driver stores what it holds) and starts a new one, or
+    ends a backoff wait at once, so a device fixed in the home need not wait out a
+    two-minute error backoff.
+    """
     attempt = 0
     while True:
         started = time.monotonic()
+        reporter.count("sessions")  # a device whose sessions keep restarting shows it here
         try:
-            await driver.run()
+            restarted = await _session(driver, restart_now)
             # A driver returning normally means the session ended (e.g. device went away).
             exc: BaseException | None = None
         except (DeviceError, OutboxError) as err:
             exc = err
+            restarted = False
         finally:
             await driver.close()
+        if restarted:
+            log.info("device %s: session restarted on request", driver.name)
+            continue
         if time.monotonic() - started >= backoff.healthy_after_s:
             attempt = 0
         if exc is None:
@@ -88,4 +105,37 @@ async def supervise_driver(
                 delay,
             )
             attempt += 1
-        await asyncio.sleep(delay * sleep_scale)
+        await _backoff_wait(delay * sleep_scale, restart_now)
+
+
+async def _session(driver: Driver, restart_now: asyncio.Event | None) -> bool:
+    """One ``driver.run()``; True if ``restart_now`` ended it (it was cancelled for that)."""
+    if restart_now is None:
+        await driver.run()
+        return False
+    restart_now.clear()  # a request is for the session running when it is made
+    run = asyncio.ensure_future(driver.run())
+    wake = asyncio.ensure_future(restart_now.wait())
+    try:
+        await asyncio.wait({run, wake}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        wake.cancel()
+        if not run.done():
+            run.cancel()
+            # asyncio.wait, not await: our own cancellation must still propagate.
+            await asyncio.wait({run})
+    if run.cancelled():
+        return True
+    run.result()  # the driver's own ending: normal, or its DeviceError / OutboxError
+    return False
+
+
+async def _backoff_wait(delay_s: float, restart_now: asyncio.Event | None) -> None:
+    if restart_now is None:
+        await asyncio.sleep(delay_s)
+        return
+    # Not cleared first: a request made while the session was failing still counts.
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(delay_s):
+            await restart_now.wait()
+    restart_now.clear()

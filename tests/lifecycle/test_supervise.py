@@ -68,7 +68,7 @@ async def test_transient_failures_are_retried_and_reported() -> None:
         (DeviceState.DISCONNECTED, "link lost"),
         (DeviceState.DISCONNECTED, "again"),
     ]
-    assert reporter.counters == {"session_failures": 2}
+    assert reporter.counters == {"session_failures": 2, "sessions": 3}
 
 
 async def test_permanent_failure_is_an_error_state_at_the_cap() -> None:
@@ -83,6 +83,48 @@ async def test_permanent_failure_is_an_error_state_at_the_cap() -> None:
     task.cancel()
     assert reporter.states == [(DeviceState.ERROR, "serial mismatch")]
     assert elapsed >= 0.3  # waited the cap, not the minimum: no hot loop on a permanent fault
+
+
+async def test_a_reconnect_request_ends_a_long_error_backoff() -> None:
+    # The technician swapped the wrong device for the right one and asks to reconnect:
+    # the hub must not sit out the error backoff (two minutes on a real hub) first.
+    driver = ScriptedDriver([PermanentDeviceError("serial mismatch")])
+    restart_now = asyncio.Event()
+    task = asyncio.create_task(
+        supervise_driver(
+            driver, RecordingReporter(), Backoff(min_s=0.01, max_s=3600), restart_now=restart_now
+        )
+    )
+    try:
+        while driver.runs < 1:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert not driver.done.is_set()  # in its hour-long backoff
+        restart_now.set()
+        await asyncio.wait_for(driver.done.wait(), 5)
+        assert driver.runs == 2
+        assert not restart_now.is_set()  # consumed: the next failure backs off again
+    finally:
+        task.cancel()
+
+
+async def test_a_reconnect_request_restarts_a_running_session() -> None:
+    driver = ScriptedDriver([])
+    reporter = RecordingReporter()
+    restart_now = asyncio.Event()
+    task = asyncio.create_task(
+        supervise_driver(driver, reporter, Backoff(min_s=0.01, max_s=1), restart_now=restart_now)
+    )
+    try:
+        await asyncio.wait_for(driver.done.wait(), 5)  # streaming
+        driver.done.clear()
+        restart_now.set()
+        await asyncio.wait_for(driver.done.wait(), 5)  # a new session
+        assert (driver.runs, reporter.counters["sessions"]) == (2, 2)
+        assert driver.closes >= 1  # the old one was released
+        assert reporter.states == []  # a requested restart is not a failure
+    finally:
+        task.cancel()
 
 
 async def test_a_bug_propagates_instead_of_being_swallowed() -> None:
