@@ -97,6 +97,8 @@ class StatusPublisher:
         self._online_since = started.utc
         self._published_state: dict[str, str] = {}
         self.power_path = SYSFS_THROTTLED  # the Pi firmware's flags (a test points elsewhere)
+        # More parts of the health document, by key (e.g. "ble_adapter": the adapter ladder).
+        self.reports: dict[str, Callable[[], Any]] = {}
         self._full = asyncio.Event()
         self._changed = asyncio.Event()
         health.listeners.append(self._changed.set)
@@ -169,6 +171,8 @@ class StatusPublisher:
         # A consumer judges staleness from this (docs/operations.md, the offline rule).
         document["interval_s"] = self._interval_s
         document["power"] = await asyncio.to_thread(self._power_report)
+        for key, report in self.reports.items():
+            document[key] = report()
         return document
 
     def _power_report(self) -> dict[str, Any] | None:
