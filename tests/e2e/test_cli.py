@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -64,10 +65,14 @@ async def test_status_doctor_and_queue_against_a_running_agent(
     assert "patient-e2e-0001" not in status.stdout  # no patient identifiers on screen
 
     doctor = await asyncio.to_thread(wardlink, "doctor", "-c", config, "--no-color")
-    # A plaintext lab broker and an unsynced VM clock may be flagged; the broker must pass.
+    # An unsynced VM clock may fail; every broker step and the serial port must pass.
     assert "Traceback" not in doctor.stderr
     assert "\x1b[" not in doctor.stdout  # plain when piped
-    assert "MQTT" in doctor.stdout or "mqtt" in doctor.stdout
+    for step in ("broker DNS", "broker TCP", "broker MQTT", "serial oxi"):
+        assert re.search(rf"^\[ok  \] {step}", doctor.stdout, re.MULTILINE), doctor.stdout
+    failed = re.findall(r"^\[FAIL\] (\S+)", doctor.stdout, re.MULTILINE)
+    assert set(failed) <= {"clock"}, doctor.stdout
+    assert doctor.returncode == (1 if failed else 0)  # 0 only when nothing failed
 
     listing = await asyncio.to_thread(wardlink, "queue", "list", "-c", config)
     assert listing.returncode == 0, listing.stderr
