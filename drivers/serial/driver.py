@@ -234,12 +234,15 @@ class SerialOximeterDriver:
     def _on_data(self, data: bytes) -> None:
         now = asyncio.get_running_loop().time()
         self._last_data_s = now
+        deadline = self._aggregator.deadline_s
         samples = self._decoder.feed(data)
         self._report_stats()
         for sample in samples:
             self._check_serial(sample)
             self._pending.extend(self._aggregator.add(sample, now))
-        if self._pending or self._fatal is not None:
+        # A new interval's deadline re-arms the pump's timer, so the interval closes on
+        # time (with every other device's) instead of when the next sample comes.
+        if self._pending or self._fatal is not None or self._aggregator.deadline_s != deadline:
             self._wakeup.set()
 
     def _on_lost(self, error: TransientDeviceError) -> None:

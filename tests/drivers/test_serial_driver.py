@@ -5,17 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
+import tty
 from typing import TYPE_CHECKING
 
 import pytest
 
+from agent.clock import SystemClock
 from agent.errors import PermanentDeviceError, TransientDeviceError
+from agent.outbox import Outbox
 from agent.readings import Cadence, Kind
-from drivers.base import DeviceState
+from drivers.base import DeviceState, DriverContext
 from drivers.emulators.serial import PtySerialDevice
+from drivers.emulators.serial_frames import Vitals, encode_df8
+from drivers.serial.driver import build
 from drivers.serial.protocols import PROTOCOLS
 from tests.agent.pubharness import eventually
-from tests.drivers.serial_support import rig
+from tests.drivers.serial_support import PATIENT, RecordingReporter, rig, settings_for
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -280,3 +286,38 @@ async def test_the_supervisor_can_run_the_same_driver_again(tmp_path: Path) -> N
                     await task
             right.close()
     assert r.reporter.last_state is DeviceState.CONNECTED
+
+
+async def test_a_stream_that_stops_is_captured_when_its_interval_ends(tmp_path: Path) -> None:
+    # The last interval of a stream must not wait for a sample that never comes (before,
+    # it waited for the 10 s silence timer): a reading reaches the backend on time.
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    link = tmp_path / "port"
+    link.symlink_to(os.ttyname(slave))
+    outbox = await Outbox.open(tmp_path / "outbox.db")
+    reporter = RecordingReporter()
+    ctx = DriverContext(
+        sink=outbox,
+        clock=SystemClock(),
+        reporter=reporter,
+        patient=PATIENT,
+        timezone_name="UTC",
+    )
+    driver = build(settings_for(link, "nonin-df8", interval_s=1.0), ctx)
+    task = asyncio.create_task(driver.run())
+    try:
+        await eventually(lambda: reporter.last_state is DeviceState.CONNECTED)
+        # A burst of DF8 frames (the framer believes a frame once the next follows it),
+        # then the finger comes out of the probe and the cable goes quiet.
+        os.write(master, b"".join(encode_df8(Vitals(spo2=95, pulse_rate=66)) for _ in range(4)))
+        rows = await eventually(lambda: outbox.list_readings(state="pending"), timeout_s=5)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await outbox.close()
+        os.close(master)
+        os.close(slave)
+    assert _values(rows[0].reading) == {"spo2": 95.0, "pulse_rate": 66.0}
+    assert "interval_truncated" not in rows[0].reading.status
