@@ -245,6 +245,7 @@ class Runtime:
             control=self,
             responder=agent.publisher,
             clock=self._clock,
+            counters=agent.health.requests,
         )
         agent.publisher.add_subscription(requests.subscription, requests.on_message)
         if agent.config.storage.receipts:

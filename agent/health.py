@@ -253,6 +253,7 @@ class Health:
     changed_devices: set[str] = field(default_factory=set)
     listeners: list[Callable[[], None]] = field(default_factory=list)
     ignored_readings: int = 0
+    requests: dict[str, int] = field(default_factory=dict)  # remote requests by outcome
 
     def device(self, device_id: str, *, expected_interval_s: float | None = None) -> DeviceHealth:
         """The reporter of ``device_id`` (made on first use, the same object afterwards)."""
@@ -270,6 +271,7 @@ class Health:
         """A reload: keep counters, alarms and the history of devices still configured."""
         self.publish = previous.publish
         self.ignored_readings = previous.ignored_readings
+        self.requests = previous.requests
         for name, alarm in previous.alarms.items():
             self.alarms.setdefault(name, alarm)
         for device_id, device in self.devices.items():
@@ -327,5 +329,6 @@ class Health:
             "disk_free_bytes": disk_free_bytes,
             "publish": asdict(self.publish),
             "alarms": [asdict(a) for a in self.alarms.values()],
+            "requests": dict(self.requests),
             "devices": {d: h.status(now) for d, h in sorted(self.devices.items())},
         }

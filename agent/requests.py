@@ -172,8 +172,13 @@ class RequestHandler:
         clock: Clock,
         replay_window_s: float = REPLAY_WINDOW_S,
         max_queued: int = MAX_QUEUED_REQUESTS,
+        counters: dict[str, int] | None = None,
     ) -> None:
-        """Store collaborators; no I/O until a message arrives."""
+        """Store collaborators; no I/O until a message arrives.
+
+        ``counters`` is where the outcomes are counted (the health document's, so an
+        operator sees refused and malformed requests remotely, across reloads).
+        """
         self._topics = topics
         self._control = control
         self._responder = responder
@@ -183,7 +188,7 @@ class RequestHandler:
         self._seen: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.counters: dict[str, int] = {}
+        self.counters: dict[str, int] = {} if counters is None else counters
         self._actions: dict[str, Callable[[ParsedRequest], Awaitable[dict[str, Any]]]] = {
             "ping": self._ping,
             "info": self._info,

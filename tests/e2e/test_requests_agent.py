@@ -64,6 +64,11 @@ class Backend:
         counters = json.loads(messages[-1].payload)["devices"]["oxi"]["counters"]
         return int(counters.get("sessions", 0))
 
+    def request_counters(self) -> dict[str, int]:
+        """The hub's request counters from its latest health document."""
+        messages = self.watch.messages(f"{HUB_ID}/health")
+        return dict(json.loads(messages[-1].payload)["requests"]) if messages else {}
+
     async def more_readings(self) -> None:
         """Readings keep arriving (the hub is alive and publishing)."""
         seen = self.readings()
@@ -115,18 +120,14 @@ async def test_reload_reconnect_rescan_and_flush_on_the_real_agent(
         )
         assert after_reload["last_reading_at"] is not None  # history kept over the reload
 
-        # Reconnect one device: its session is closed and re-opened, readings resume.
-        sessions = backend.sessions()
-        answer = await backend.ask("reconnect-device", {"device": "oxi"})
-        assert answer["status"] == "ok"
-        await _until(lambda: backend.sessions() > sessions)
-        await backend.more_readings()
+        await _reconnect_and_rescan(backend)
 
-        sessions = backend.sessions()
-        answer = await backend.ask("rescan", {})
-        assert answer["status"] == "ok"
-        await _until(lambda: backend.sessions() > sessions)
-        await backend.more_readings()
+        # The outcomes are counted in health, across the reload, for the fleet to see.
+        await backend.ask("no-such-request", {})
+        await _until(lambda: backend.request_counters().get("unknown_request", 0) >= 1)
+        counted = backend.request_counters()
+        assert counted["received"] >= 6  # both reloads, config, reconnect, rescan, unknown
+        assert counted["ok"] >= 4
 
         answer = await backend.ask("flush", {})
         assert answer["status"] == "ok"
@@ -138,3 +139,19 @@ async def test_reload_reconnect_rescan_and_flush_on_the_real_agent(
         await agent.kill()
         backend.close()
         device.close()
+
+
+async def _reconnect_and_rescan(backend: Backend) -> None:
+    """Each restarts the device's session (counted in health), and readings resume."""
+    # Reconnect one device: its session is closed and re-opened, readings resume.
+    sessions = backend.sessions()
+    answer = await backend.ask("reconnect-device", {"device": "oxi"})
+    assert answer["status"] == "ok"
+    await _until(lambda: backend.sessions() > sessions)
+    await backend.more_readings()
+
+    sessions = backend.sessions()
+    answer = await backend.ask("rescan", {})
+    assert answer["status"] == "ok"
+    await _until(lambda: backend.sessions() > sessions)
+    await backend.more_readings()
