@@ -151,22 +151,25 @@ async def one_run(
         env={**os.environ, "NOTIFY_SOCKET": str(notify_path)},
         stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
-    await wait_ready(notify)
-    ready_s = time.monotonic() - started
-    await asyncio.sleep(3)  # connected to the broker, ports open, streams flowing
-    rss = rss_mib(process.pid)
-    cpu_before, switches_before = cpu_s(process.pid), voluntary_switches(process.pid)
-    await asyncio.sleep(idle_s)
-    cpu_pct = 100 * (cpu_s(process.pid) - cpu_before) / idle_s
-    wakeups = (voluntary_switches(process.pid) - switches_before) / idle_s
-    rss = max(rss, rss_mib(process.pid))
-    process.terminate()
-    await process.wait()
-    notify.close()
-    for task in streams:
-        task.cancel()
-    for device in devices:
-        device.close()
+    try:
+        await wait_ready(notify)
+        ready_s = time.monotonic() - started
+        await asyncio.sleep(3)  # connected to the broker, ports open, streams flowing
+        rss = rss_mib(process.pid)
+        cpu_before, switches_before = cpu_s(process.pid), voluntary_switches(process.pid)
+        await asyncio.sleep(idle_s)
+        cpu_pct = 100 * (cpu_s(process.pid) - cpu_before) / idle_s
+        wakeups = (voluntary_switches(process.pid) - switches_before) / idle_s
+        rss = max(rss, rss_mib(process.pid))
+    finally:  # never leave an agent behind, even on Ctrl-C
+        if process.returncode is None:
+            process.terminate()
+        await process.wait()
+        notify.close()
+        for task in streams:
+            task.cancel()
+        for device in devices:
+            device.close()
     for suffix in ("", "-wal", "-shm", ".seq"):
         (workdir / f"outbox.db{suffix}").unlink(missing_ok=True)
     return Run(ready_s, rss, cpu_pct, wakeups)
