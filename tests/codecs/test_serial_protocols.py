@@ -113,19 +113,25 @@ def test_df7_is_not_confused_by_df2_bytes() -> None:
 # --- Nonin DF8 -------------------------------------------------------------------------
 
 
+def _believed(decoder: NoninDf8Decoder | ContecV5Decoder, unit: bytes) -> Sample:
+    """The sample of a unit that has no checksum: its repeat vouches for it."""
+    first, repeat = decoder.feed(unit + unit)
+    assert first == repeat
+    return first
+
+
 def test_df8_frames() -> None:
-    decoder = NoninDf8Decoder()
-    samples = decoder.feed(bytes([0x80, 0x48, 0x61, 0x00, 0x82, 0x2C, 0x58, 0x01]))
-    assert samples == [
-        Sample(spo2=97, pulse_rate=72, perfusion_index=None),
-        Sample(spo2=88, pulse_rate=300, perfusion_index=None, status=("low_battery",)),
-    ]
+    assert _believed(NoninDf8Decoder(), bytes([0x80, 0x48, 0x61, 0x00])) == Sample(
+        spo2=97, pulse_rate=72, perfusion_index=None
+    )
+    assert _believed(NoninDf8Decoder(), bytes([0x82, 0x2C, 0x58, 0x01])) == Sample(
+        spo2=88, pulse_rate=300, perfusion_index=None, status=("low_battery",)
+    )
 
 
 def test_df8_finger_out_and_flags() -> None:
     # OOT, LPRF, ARTF in byte 1; SNSF in Status2; HR 511 / SpO2 127.
-    # A unit is believed once the next one follows it intact (sync confirmation).
-    sample, _ = NoninDf8Decoder().feed(bytes([0x80 | 0x34 | 0x03, 0x7F, 0x7F, 0x08]) + DF8_OK)
+    sample = _believed(NoninDf8Decoder(), bytes([0x80 | 0x34 | 0x03, 0x7F, 0x7F, 0x08]))
     assert sample.spo2 is None
     assert sample.pulse_rate is None
     assert sample.status == (
@@ -260,14 +266,15 @@ def test_nonin_ascii_out_of_range_and_overlong_lines_are_bad() -> None:
 
 
 def test_contec_v5_packages() -> None:
-    decoder = ContecV5Decoder()
-    samples = decoder.feed(bytes([0x86, 0x10, 0x05, 0x48, 0x61, 0x86, 0x10, 0x45, 0x48, 0x5A]))
+    samples = [
+        _believed(ContecV5Decoder(), bytes([0x86, 0x10, 0x05, 0x48, 0x61])),
+        _believed(ContecV5Decoder(), bytes([0x86, 0x10, 0x45, 0x48, 0x5A])),
+    ]
     assert [(s.pulse_rate, s.spo2) for s in samples] == [(72, 97), (200, 90)]
 
 
 def test_contec_v5_probe_error_is_missing_and_sensor_off() -> None:
-    ok = bytes([0x86, 0x10, 0x05, 0x48, 0x61])
-    sample, _ = ContecV5Decoder().feed(bytes([0x96, 0x40, 0x35, 0x00, 0x00]) + ok)
+    sample = _believed(ContecV5Decoder(), bytes([0x96, 0x40, 0x35, 0x00, 0x00]))
     assert (sample.spo2, sample.pulse_rate) == (None, None)
     assert sample.status == (
         "pulse_rate_missing",
@@ -412,3 +419,27 @@ def test_ascii_noise_before_a_record_costs_nothing_noise_inside_a_value_drops_it
     masimo = MasimoAsciiDecoder()
     assert masimo.feed(b"\x81\x82" + RAD8)[0].spo2 == 98
     assert masimo.feed(RAD8.replace(b"SPO2=098", b"SPO2=0\x8198")) == []
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {2: 0x89},  # signal strength 9 (the table stops at 8)
+        {4: 0xA6},  # bar-graph byte bit 5, always 0
+        {7: 0x99, 8: 0x89},  # PI 0x0999 = 24.57 %, above the 22 % the table allows
+    ],
+)
+def test_contec_v7_values_the_table_rules_out_are_bad(changes: dict[int, int]) -> None:
+    packet = bytearray([0x01, 0x80, 0x86, 0xA0, 0x86, 0xC8, 0xE1, 0xDE, 0x81])
+    for index, value in changes.items():
+        packet[index] = value
+    decoder = ContecV7Decoder()
+    assert decoder.feed(bytes(packet)) == []
+    assert decoder.stats.bad_frames == 1
+
+
+def test_contec_v5_signal_strength_above_eight_is_noise() -> None:
+    decoder = ContecV5Decoder()
+    package = bytes([0x8C, 0x10, 0x05, 0x48, 0x61])  # signal strength 12
+    assert decoder.feed(package * 3) == []
+    assert decoder.stats.bad_frames == 3

@@ -8,7 +8,7 @@ it counts and skips it (serial-protocols.md §7.2).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -144,16 +144,57 @@ class Framer:
             self._buf.skip(1, self.stats)
 
 
+# How far the SpO2 (%) and pulse rate (/min) of two consecutive units of a format
+# without checksum may differ and still be taken as the same patient's stream. Displayed
+# values are averaged and change by a few units a second at most; a bigger step only
+# delays a unit until its successor confirms it. Random bytes land this close to the
+# last value about once in 200 tries (SpO2 11 of 128 values, pulse 31 of 512).
+MAX_SPO2_STEP: Final = 5
+MAX_PULSE_RATE_STEP: Final = 15
+
+
+def _close(a: float | None, b: float | None, step: float) -> bool:
+    if a is None or b is None:
+        return a is b
+    return abs(a - b) <= step
+
+
+def continues(previous: Sample, sample: Sample, *, same_status: bool) -> bool:
+    """Whether ``sample`` can follow ``previous`` in one stream (values within a step).
+
+    A value present in one and missing in the other is a change, not a continuation.
+    Units without any value (finger out) vouch for each other only with equal flags:
+    their flags are all they say.
+    """
+    no_values = sample.spo2 is None and sample.pulse_rate is None
+    if (same_status or no_values) and previous.status != sample.status:
+        return False
+    return _close(previous.spo2, sample.spo2, MAX_SPO2_STEP) and _close(
+        previous.pulse_rate, sample.pulse_rate, MAX_PULSE_RATE_STEP
+    )
+
+
 class Bit7Framer(Framer):
     """Formats without a checksum whose unit is one byte with bit 7 set, then bytes without.
 
     Nonin DF8 and Contec V5 sync this way; a start byte inside a unit means bytes
     were lost, and the partial unit is dropped (serial-protocols.md §1.4, §2.1).
 
-    Line noise often contains byte runs with the right bit-7 pattern. So after any
-    resync (and at the start), a unit is only believed once the next unit follows it
-    intact; in sync, units are taken as they come. The cost is one unit of latency
-    after a resync, never a reading (the soak bench measures the phantoms this stops).
+    The bit-7 pattern and the range checks alone let about one random 4-5-byte run in
+    a hundred through, and line noise is full of such runs: a burst of noise, or a
+    unit that lost a byte glued to a noise byte, would become a reading with a random
+    SpO2. So a unit is believed only when the stream vouches for it:
+
+    - at once, if it continues the last believed unit: same status flags, SpO2 and
+      pulse within ``MAX_SPO2_STEP`` / ``MAX_PULSE_RATE_STEP``;
+    - otherwise (the first unit, a real change, or noise) only when the next unit
+      follows it intact and continues it (flags may differ); both are then believed.
+      A unit confirmed by neither neighbour is dropped and counted as a bad frame.
+
+    Noise must then mimic the patient's current values as well as the framing: the
+    soak bench measures what is left (docs/serial.md). A real step in the values costs
+    one unit of latency, never a reading; a one-unit spike matching neither neighbour
+    is dropped. ``reset`` (an unplug) forgets the last believed unit.
     """
 
     def __init__(self, length: int, decode: Callable[[bytes], Sample | None]) -> None:
@@ -161,46 +202,49 @@ class Bit7Framer(Framer):
         super().__init__()
         self._length = length
         self._decode = decode
-        self._synced = False
+        self._believed: Sample | None = None
 
     def reset(self) -> None:
-        """Forget the partial unit and the sync."""
+        """Forget the partial unit and the last believed unit."""
         super().reset()
-        self._synced = False
+        self._believed = None
 
-    def _unit_state(self, unit: bytes | bytearray) -> bool | None:
-        """True: a valid unit; False: cannot become one; None: too short to tell yet."""
+    def _unit_at(self, start: int) -> Sample | Literal[False] | None:
+        """The valid unit at ``start``; False: cannot become one; None: too short yet."""
+        unit = self._buf.data[start : start + self._length]
         if unit and not unit[0] & 0x80:
             return False
-        if any(b & 0x80 for b in unit[1 : self._length]):
+        if any(b & 0x80 for b in unit[1:]):
             return False
         if len(unit) < self._length:
             return None
-        return self._decode(bytes(unit[: self._length])) is not None
+        sample = self._decode(bytes(unit))
+        return False if sample is None else sample
 
     def _extract(self) -> list[Sample]:
         buf, size = self._buf.data, self._length
         out: list[Sample] = []
         while buf:
-            state = self._unit_state(buf[:size])
-            if state is None:
+            unit = self._unit_at(0)
+            if unit is None:
                 break
-            if state and not self._synced:
-                state = self._unit_state(buf[size : 2 * size])  # confirmed by its successor?
-                if state is None:
-                    break
-            if not state:
-                self._synced = False
+            if unit is False:
                 if buf[0] & 0x80:
                     self._drop_to_next_start()
                 else:
                     self._buf.skip(1, self.stats)
                 continue
-            sample = self._decode(bytes(buf[:size]))
-            if sample is not None:  # checked by _unit_state; keeps the type checker sure
-                out.append(sample)
+            believed = self._believed
+            if believed is None or not continues(believed, unit, same_status=True):
+                successor = self._unit_at(size)
+                if successor is None:
+                    break  # wait for the next unit to vouch for this one
+                if successor is False or not continues(unit, successor, same_status=False):
+                    self._drop_to_next_start()
+                    continue
+            out.append(unit)
+            self._believed = unit
             del buf[:size]
-            self._synced = True
         return out
 
 

@@ -28,6 +28,12 @@ from drivers.serial.protocols.base import (
 
 V5_LEN: Final = 5
 MAX_SPO2: Final = 100
+# Signal strength is 0-8 in both generations (V5.1 byte 1, V7.0 Table 3 byte 2 bits 0-3);
+# 9-15 cannot come from the device, so a unit carrying one is line noise.
+MAX_SIGNAL_STRENGTH: Final = 8
+# V7.0 Table 3: byte 4 bits 5-7 are always 0; PI is 0-22.00 % (0-2200) or 0xFFFF.
+V7_BAR_ZERO_BITS: Final = 0xE0
+V7_MAX_PI: Final = 2200
 V7_REALTIME: Final = 0x01
 # Total packet length (type + HIGH + data) per uplink type, V7.0 Table 2.
 V7_LENGTHS: Final[dict[int, int]] = {
@@ -71,6 +77,8 @@ class ContecV5Decoder(Bit7Framer):
 
 def _decode_v5(package: bytes) -> Sample | None:
     b1, _wave, b3, pr_low, spo2_raw = package
+    if b1 & 0x0F > MAX_SIGNAL_STRENGTH:
+        return None
     flags: list[str] = []
     if b1 & 0x20:
         flags.append(LOW_SPO2_INDICATED)
@@ -137,6 +145,13 @@ def unpack_v7(packet: bytes) -> bytes:
 def _decode_v7_realtime(packet: bytes) -> Sample | None:
     # Bytes are numbered from the type byte = 0, so data[0] is byte 2 (V7.0 Table 3).
     signal, wave, bar, pr_raw, spo2_raw, pi_low, pi_high = unpack_v7(packet)
+    pi_raw = pi_high << 8 | pi_low
+    if (
+        signal & 0x0F > MAX_SIGNAL_STRENGTH
+        or bar & V7_BAR_ZERO_BITS
+        or V7_MAX_PI < pi_raw != V7_PI_MISSING
+    ):
+        return None  # no checksum: what the table rules out is line noise
     flags: list[str] = []
     if signal & 0x80:
         flags.append(SENSOR_OFF)  # probe error: "show Finger Out"
@@ -148,7 +163,6 @@ def _decode_v7_realtime(packet: bytes) -> Sample | None:
         flags.append(SEARCHING)
     if spo2_raw > MAX_SPO2 and spo2_raw != V7_SPO2_MISSING:
         return None
-    pi_raw = pi_high << 8 | pi_low
     spo2 = None if spo2_raw == V7_SPO2_MISSING else spo2_raw
     pulse_rate = None if pr_raw == V7_PR_MISSING else pr_raw
     # Byte 4 bit 4: 0 = PI valid, 1 = PI invalid (timegrid's reader has it backwards).
