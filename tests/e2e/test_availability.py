@@ -156,3 +156,38 @@ async def test_a_plugged_in_but_silent_oximeter_is_seen_not_connected(
         await agent.kill()
         sub.close()
         device.close()
+
+
+async def test_the_wrong_oximeter_is_an_error_with_a_reason_and_no_readings(
+    tmp_path: Path, broker: MosquittoBroker, topic_prefix: str
+) -> None:
+    # Another patient's Masimo plugged into this hub: its serial is not the configured one.
+    device = PtySerialDevice(
+        "masimo-ascii", link=tmp_path / "masimo.tty", speed=5.0, serial_number="0000999999"
+    )
+    device.plug()
+    emulator = asyncio.create_task(device.run())
+    devices = (
+        f"  - id: oxi\n    driver: serial-oximeter\n    protocol: masimo-ascii\n"
+        f"    port: {device.port}\n    serial_number: '0000123456'\n"
+    )
+    config = write_config(tmp_path, port=broker.port, prefix=topic_prefix, devices_yaml=devices)
+    sub = Subscriber(broker.host, broker.port, [f"{topic_prefix}/{HUB_ID}/#"])
+    agent = AgentProcess(config=config, log_path=tmp_path / "agent.log")
+    try:
+        await agent.start()
+        await _until(lambda: "error" in _states(sub, "oxi"), timeout_s=30)
+        status = next(
+            json.loads(m.payload)
+            for m in sub.messages(f"{HUB_ID}/devices/oxi/status")
+            if json.loads(m.payload)["state"] == "error"
+        )
+        assert "right oximeter" in str(status["reason"])  # what the technician must do
+        await asyncio.sleep(2)  # it keeps streaming; none of it may be filed for this patient
+        assert not sub.messages(f"{HUB_ID}/readings")
+        assert await agent.terminate() == 0
+    finally:
+        emulator.cancel()
+        await agent.kill()
+        sub.close()
+        device.close()
