@@ -157,6 +157,71 @@ ScannerFactory = Callable[[], Scanner]
 """Makes a fresh, stopped scanner."""
 
 
+# D-Bus errors that say the adapter or BlueZ itself is in trouble, not one device. They
+# feed the adapter recovery ladder (drivers/ble/adapter.py); a device out of range never
+# produces one of these.
+ADAPTER_ERROR_NAMES: Final = frozenset(
+    {
+        "org.bluez.Error.NotReady",  # adapter powered off or not initialised
+        "org.bluez.Error.InProgress",  # a discovery/connect stuck in a hung controller
+        "org.freedesktop.DBus.Error.ServiceUnknown",  # bluetoothd is not running
+        "org.freedesktop.DBus.Error.NameHasNoOwner",
+        "org.freedesktop.DBus.Error.NoReply",  # bluetoothd is hung
+        "org.freedesktop.DBus.Error.Timeout",
+        # Not UnknownObject: BlueZ drops a device's object when its adverts age out, so a
+        # link sees it for one device. A vanished hci0 shows as NO_ADAPTER here, and the
+        # ladder's own probe of /org/bluez/hci0 gets UnknownObject.
+    }
+)
+NO_ADAPTER: Final = "wardlink.NoAdapter"  # bleak found no adapter at all (hci0 missing)
+DBUS_UNREACHABLE: Final = "wardlink.DBusUnreachable"  # no system bus socket
+# OSErrors that are one device's link or patience, not the stack (translate_bleak_error).
+_NOT_THE_STACK: Final = (TimeoutError, ConnectionResetError, BrokenPipeError)
+
+
+class AdapterObserver(Protocol):
+    """Told of every adapter-level outcome of BLE work (the recovery ladder implements it)."""
+
+    def note_error(self, name: str) -> None:
+        """An adapter-level error (one of ``ADAPTER_ERROR_NAMES``, ``NO_ADAPTER``...)."""
+        ...
+
+    def note_ok(self) -> None:
+        """A connection or a scan start went through: the adapter works."""
+        ...
+
+    def note_advert(self) -> None:
+        """An advertisement (from any device) was heard."""
+        ...
+
+
+def adapter_error_name(exc: BaseException) -> str | None:
+    """The adapter-level error behind ``exc`` (or its causes), or None for a device error.
+
+    bleak-retry-connector wraps BlueZ's errors in its own (``raise ... from exc``), so the
+    whole cause chain is searched.
+    """
+    from bleak.exc import (  # noqa: PLC0415 - bleak loads only for BLE drivers
+        BleakBluetoothNotAvailableError,
+        BleakBluetoothNotAvailableReason,
+        BleakDBusError,
+    )
+
+    seen: BaseException | None = exc
+    for _ in range(8):  # a cause chain is short; never loop on a cycle
+        if seen is None:
+            return None
+        if isinstance(seen, BleakDBusError) and seen.dbus_error in ADAPTER_ERROR_NAMES:
+            return seen.dbus_error
+        if isinstance(seen, BleakBluetoothNotAvailableError):
+            off = seen.reason is BleakBluetoothNotAvailableReason.POWERED_OFF
+            return "org.bluez.Error.NotReady" if off else NO_ADAPTER
+        if isinstance(seen, OSError) and not isinstance(seen, _NOT_THE_STACK):
+            return DBUS_UNREACHABLE  # no bus socket, refused: the hub's stack is down
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def translate_bleak_error(exc: BaseException, action: str) -> TransientDeviceError | None:
     """Map a bleak/BlueZ/timeout exception to our hierarchy; None if it is not one.
 
@@ -214,11 +279,19 @@ class BleakLink:
     """``GattLink`` over bleak on BlueZ (production)."""
 
     def __init__(
-        self, connector: ClientConnector = connect_with_retry, op_timeout_s: float = _OP_TIMEOUT_S
+        self,
+        connector: ClientConnector = connect_with_retry,
+        op_timeout_s: float = _OP_TIMEOUT_S,
+        observer: AdapterObserver | None = None,
     ) -> None:
-        """Store the connector; no I/O. Tests pass a connector returning a fake client."""
+        """Store the connector; no I/O. Tests pass a connector returning a fake client.
+
+        ``observer`` (the adapter recovery ladder) hears of adapter-level errors and of
+        successful connections.
+        """
         self._connector = connector
         self._op_timeout_s = op_timeout_s
+        self._observer = observer
         self._client: BleakClient | None = None
         self._on_disconnect: DisconnectCallback | None = None
 
@@ -244,6 +317,8 @@ class BleakLink:
             raise
         except Exception as exc:
             raise self._translate(exc, "connecting") from exc
+        if self._observer is not None:
+            self._observer.note_ok()
 
     async def disconnect(self) -> None:
         """Release the connection (frees a BlueZ connection slot)."""
@@ -319,9 +394,10 @@ class BleakLink:
             raise TransientDeviceError(f"not connected; {ADVICE_RANGE}")
         return self._client
 
-    @staticmethod
-    def _translate(exc: Exception, action: str) -> Exception:
+    def _translate(self, exc: Exception, action: str) -> Exception:
         from bleak.exc import BleakCharacteristicNotFoundError  # noqa: PLC0415
+
+        _observe(self._observer, exc)
 
         if isinstance(exc, BleakCharacteristicNotFoundError):
             return PermanentDeviceError(f"{action}: characteristic missing; {ADVICE_PROFILE}")
@@ -333,17 +409,20 @@ class BleakLink:
 class BleakAdvertScanner:
     """``Scanner`` over bleak's BleakScanner (production)."""
 
-    def __init__(self) -> None:
-        """No I/O: the BleakScanner is made on start."""
+    def __init__(self, observer: AdapterObserver | None = None) -> None:
+        """No I/O: the BleakScanner is made on start. ``observer``: see ``BleakLink``."""
         from bleak import BleakScanner  # noqa: PLC0415
 
         self._scanner: BleakScanner | None = None
         self._scanner_class = BleakScanner
+        self._observer = observer
 
     async def start(self, callback: AdvertCallback) -> None:
         """Start an active scan delivering every advertisement to ``callback``."""
 
         def detected(device: BLEDevice, adv: AdvertisementData) -> None:
+            if self._observer is not None:
+                self._observer.note_advert()
             callback(
                 Advertisement(
                     address=device.address.upper(),
@@ -358,10 +437,13 @@ class BleakAdvertScanner:
             async with asyncio.timeout(_OP_TIMEOUT_S):
                 await self._scanner.start()
         except Exception as exc:
+            _observe(self._observer, exc)
             translated = translate_bleak_error(exc, "starting a scan")
             if translated is None:
                 raise
             raise translated from exc
+        if self._observer is not None:
+            self._observer.note_ok()
 
     async def stop(self) -> None:
         """Stop scanning; safe twice."""
@@ -376,3 +458,12 @@ class BleakAdvertScanner:
             if translated is None:
                 raise
             raise translated from exc
+
+
+def _observe(observer: AdapterObserver | None, exc: BaseException) -> None:
+    """Tell the observer when ``exc`` is the adapter's trouble rather than the device's."""
+    if observer is None:
+        return
+    name = adapter_error_name(exc)
+    if name is not None:
+        observer.note_error(name)

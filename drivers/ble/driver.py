@@ -22,6 +22,7 @@ records in a loop, so adverts are ignored for ``rest_s`` after each session.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from agent.clock import HubTime
     from agent.readings import DeviceIdentity, Reading
     from drivers._ble import (
+        AdapterObserver,
         Advertisement,
         GattLink,
         LinkFactory,
@@ -354,18 +356,20 @@ def build(
     link_factory: LinkFactory | None = None,
     scanner_factory: ScannerFactory | None = None,
     state_dir: Path | None = None,
+    adapter: AdapterObserver | None = None,
 ) -> BleDriver:
     """Build a BLE driver (no I/O). Production uses bleak; tests and the demo inject bumble.
 
     The registry calls ``build(settings, ctx)``; the demo and tests pass
     ``functools.partial(build, link_factory=world.link_factory,
-    scanner_factory=world.scanner_factory)``.
+    scanner_factory=world.scanner_factory)``. ``adapter`` (the recovery ladder, see
+    drivers/ble/adapter.py) is told of adapter-level errors by the bleak link and scanner.
     """
     if link_factory is None or scanner_factory is None:
         from drivers._ble import BleakAdvertScanner, BleakLink  # noqa: PLC0415
 
-        link_factory = link_factory or BleakLink
-        scanner_factory = scanner_factory or BleakAdvertScanner
+        link_factory = link_factory or functools.partial(BleakLink, observer=adapter)
+        scanner_factory = scanner_factory or functools.partial(BleakAdvertScanner, observer=adapter)
     return BleDriver(
         settings,
         ctx,
