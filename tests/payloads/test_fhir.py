@@ -32,6 +32,25 @@ from tests.payloads.golden import assert_matches_golden
 Json = dict[str, Any]
 
 
+OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+# LOINC codes of the FHIR R4 vital-signs profiles (hl7.org/fhir/R4/observation-vitalsigns).
+VITAL_SIGNS_LOINC = {
+    "85353-1",
+    "9279-1",
+    "8867-4",
+    "2708-6",
+    "59408-5",
+    "8310-5",
+    "8302-2",
+    "9843-4",
+    "29463-7",
+    "39156-5",
+    "85354-9",
+    "8480-6",
+    "8462-4",
+}
+
+
 def bundle_for(*readings: Any, now: Any = None) -> Json:
     batch = [r if hasattr(r, "seq") else stored(r, 1001 + i) for i, r in enumerate(readings)]
     encoded = encode_batch(batch, now or hub_time(), fmt="fhir", context=CONTEXT)
@@ -87,12 +106,17 @@ def test_vital_signs_profile_rules(kind: Kind) -> None:
             "value": "patient-0042",
         }
         assert obs["effectiveDateTime"].endswith("Z")
-        if "category" not in obs:
-            continue
-        assert codes(obs["category"][0], obs["category"][0]["coding"][0]["system"]) == {
-            "vital-signs"
+        # The FHIR vital-signs profile: these LOINC codes require the vital-signs category
+        # (with this exact system); nothing else may claim it.
+        is_vital = bool(codes(obs["code"], LOINC_SYSTEM) & VITAL_SIGNS_LOINC)
+        categories = {
+            (coding["system"], coding["code"])
+            for category in obs.get("category", [])
+            for coding in category["coding"]
         }
-        assert codes(obs["code"], LOINC_SYSTEM), "vital signs need a LOINC code"
+        assert (categories == {(OBSERVATION_CATEGORY, "vital-signs")}) is is_vital, obs["code"]
+        if not is_vital:
+            continue
         quantities = [c["valueQuantity"] for c in obs.get("component", [])]
         quantities += [obs["valueQuantity"]] if "valueQuantity" in obs else []
         assert quantities
