@@ -8,8 +8,10 @@ per quantity, the *median* (the lower middle one, so always a value the device s
 the interval's valid values: oximeters update SpO2 about once a second, so within an
 interval the values barely move, and the median keeps a rare phantom frame decoded from
 line noise in a format without checksum (Contec, Nonin DF8) from becoming the reading,
-which "last value" would not. A quantity is missing only if no sample in the interval
-had it; the flags say when part of the interval had no valid value.
+which "last value" would not. A quantity is missing (``spo2_missing``) only if no
+sample in the interval had it; when only part of the interval had no valid value, the
+reading carries the value and ``spo2_partly_missing`` (and so on), so a clinician sees
+that the finger slipped out for part of it.
 
 Intervals sit on a grid of the caller's clock, ``[k * interval_s, (k + 1) * interval_s)``:
 every device with the same interval closes its intervals at the same instant, so their
@@ -25,6 +27,7 @@ from statistics import median_low
 from typing import TYPE_CHECKING, Final
 
 from drivers.serial.protocols.base import (
+    PARTLY_MISSING,
     PERFUSION_INDEX_MISSING,
     PULSE_RATE_MISSING,
     SPO2_MISSING,
@@ -114,6 +117,8 @@ def merge(samples: list[Sample], *, truncated: bool = False) -> Interval:
         flags.add(PULSE_RATE_MISSING)
     if perfusion is None and any(PERFUSION_INDEX_MISSING in s.status for s in samples):
         flags.add(PERFUSION_INDEX_MISSING)
+    marked = {f for s in samples for f in s.status if f in _MISSING_FLAGS}
+    flags.update(PARTLY_MISSING[f] for f in marked - flags)  # a value, but not throughout
     if truncated:
         flags.add(INTERVAL_TRUNCATED)
     last = samples[-1]

@@ -161,8 +161,23 @@ def test_interval_keeps_worst_status_and_median_of_valid_values() -> None:
             _s(31, 250),  # a phantom frame made of line noise, last in the interval
         ]
     )
-    assert merged.sample == _s(96, 71, "sensor_off")
+    # The value, and that part of the interval had none (the finger was out).
+    assert merged.sample == _s(
+        96, 71, "pulse_rate_partly_missing", "sensor_off", "spo2_partly_missing"
+    )
     assert merged.sample_count == 5
+
+
+def test_interval_without_a_gap_has_no_partly_missing_flag() -> None:
+    assert merge([_s(97, 70), _s(96, 71)]).sample == _s(96, 70)
+
+
+def test_perfusion_index_missing_in_part_of_the_interval_is_flagged() -> None:
+    with_pi = Sample(spo2=97, pulse_rate=70, perfusion_index=3.5)
+    without = Sample(97, 70, None, status=("perfusion_index_missing",))
+    merged = merge([with_pi, without, without])
+    assert merged.sample.perfusion_index == 3.5
+    assert merged.sample.status == ("perfusion_index_partly_missing",)
 
 
 def test_interval_all_missing_is_missing() -> None:

@@ -34,6 +34,13 @@ FROM_MEMORY: Final = "from_memory"  # a stored record forwarded after a reconnec
 SPO2_MISSING: Final = "spo2_missing"
 PULSE_RATE_MISSING: Final = "pulse_rate_missing"
 PERFUSION_INDEX_MISSING: Final = "perfusion_index_missing"
+# An aggregated reading whose value came from part of its interval only: the device
+# marked the value missing in the rest (finger slipping out, searching).
+PARTLY_MISSING: Final[dict[str, str]] = {
+    SPO2_MISSING: "spo2_partly_missing",
+    PULSE_RATE_MISSING: "pulse_rate_partly_missing",
+    PERFUSION_INDEX_MISSING: "perfusion_index_partly_missing",
+}
 
 
 @dataclass(frozen=True, slots=True)
