@@ -19,7 +19,7 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Generic, NamedTuple, TypeVar
 
 from agent.clock import RESTAMPED_FLAG, HubTime, TimeSource, restamp
 from agent.outbox_codec import (
@@ -40,8 +40,10 @@ from agent.payloads.context import (
     format_instant,
     id_base64url,
 )
+from agent.payloads.stream_template import BodyTemplate, is_plain, make_template
 
 if TYPE_CHECKING:
+    import re
     from collections.abc import Mapping, Sequence
 
     from agent.readings import StoredReading
@@ -147,59 +149,76 @@ class _Tables:
         }
 
 
-# A row's class: everything the envelope's tables and the row's context index depend on,
-# (context token, cadence, kind, quantity names and units, time source, time flags,
-# status, extra as stored JSON, unsynced). Rows of one class share a context.
-_RowClass = tuple[
-    int, int, str, tuple[Any, ...], str, tuple[str, ...], tuple[str, ...], str | None, bool
-]
+# What a row's context depends on besides its outbox context and cadence: (kind,
+# quantity names and units, time source, time flags, status, extra as stored JSON,
+# unsynced). Rows with equal parts, outbox context and cadence share a context.
+_ClassPart = tuple[str, tuple[Any, ...], str, tuple[str, ...], tuple[str, ...], str | None, bool]
+# A row class as a key: (context token, cadence, class part id); small ints hash fast.
+_ClassKey = tuple[int, int, int]
 # Bounds of the caches below: past them a cache is emptied (entries are cheap to remake).
-_CONTEXT_TOKENS_MAX: Final = 1024
+_IDS_MAX: Final = 4096
 _LAYOUTS_MAX: Final = 256
+_TEMPLATES_MAX: Final = 256
+_TEMPLATES_TRIED: Final = 4
+_T = TypeVar("_T")
 
 
-class _ContextTokens:
-    """A small int per distinct outbox context, so a row class hashes quickly.
+class _Ids(Generic[_T]):
+    """A small int per distinct value.
 
-    Looked up by the context object's identity first (a page's rows share one object),
-    then by value. Tokens come from one counter and are never reused, so a cached
-    layout keyed by a token from before a clear can never match another context.
+    Ids come from a counter and are never reused, so a cached entry keyed by an id from
+    before a clear can never match another value.
     """
 
     def __init__(self) -> None:
         self._next = itertools.count()
-        self._by_id: dict[int, tuple[ReadingContext, int]] = {}
-        self._by_value: dict[ReadingContext, int] = {}
+        self._by_value: dict[_T, int] = {}
+
+    def of(self, value: _T) -> int:
+        found = self._by_value.get(value)
+        if found is None:
+            if len(self._by_value) >= _IDS_MAX:
+                self._by_value.clear()
+            found = self._by_value[value] = next(self._next)
+        return found
+
+
+class _ContextTokens:
+    """Ids of outbox contexts: by the object's identity first (rows share one), then value."""
+
+    def __init__(self) -> None:
+        self._ids = _Ids[ReadingContext]()
+        self._by_object: dict[int, tuple[ReadingContext, int]] = {}
 
     def token(self, context: ReadingContext) -> int:
-        hit = self._by_id.get(id(context))
+        hit = self._by_object.get(id(context))
         # The entry holds the object, so its id cannot be reused while the entry lives.
         if hit is not None and hit[0] is context:
             return hit[1]
-        if len(self._by_id) >= _CONTEXT_TOKENS_MAX:
-            self._by_id.clear()
-            self._by_value.clear()
-        token = self._by_value.get(context)
-        if token is None:
-            token = self._by_value[context] = next(self._next)
-        self._by_id[id(context)] = (context, token)
+        if len(self._by_object) >= _IDS_MAX:
+            self._by_object.clear()
+        token = self._ids.of(context)
+        self._by_object[id(context)] = (context, token)
         return token
 
 
 _TOKENS: Final = _ContextTokens()
+_PARTS: Final = _Ids[_ClassPart]()
 # Tables JSON and each class's context index, by the message's row classes in order of
 # first appearance: most messages repeat the previous one's (one stream).
-_layouts: dict[tuple[_RowClass, ...], tuple[str, tuple[int, ...]]] = {}
+_layouts: dict[tuple[_ClassKey, ...], tuple[str, tuple[int, ...]]] = {}
 
 
 def _layout(
-    classes: tuple[_RowClass, ...],
+    classes: tuple[_ClassKey, ...],
+    parts: Sequence[_ClassPart],
     tokens: Mapping[int, int],
     contexts: Mapping[int, ReadingContext],
 ) -> tuple[str, tuple[int, ...]]:
     """``"pt":...,"dev":...,"st":...,"cx":...`` (no braces) and each class's context.
 
-    ``tokens`` maps the message's outbox context ids to the tokens in ``classes``.
+    ``parts`` are the classes' parts; ``tokens`` maps the message's outbox context ids to
+    the tokens in ``classes``.
     """
     hit = _layouts.get(classes)
     if hit is not None:
@@ -207,7 +226,8 @@ def _layout(
     by_token = {token: contexts[context_id] for context_id, token in tokens.items()}
     tables = _Tables()
     indexes = []
-    for token, cadence, kind, shape, source, flags, status, extra, unsynced in classes:
+    for (token, cadence, _), part in zip(classes, parts, strict=True):
+        kind, shape, source, flags, status, extra, unsynced = part
         context = by_token[token]
         stream = tables.stream_index(context, kind, cadence, shape)
         indexes.append(
@@ -226,6 +246,26 @@ def _layout(
         _layouts.clear()
     hit = _layouts[classes] = (JSON.encode(tables.envelope_tables())[1:-1], tuple(indexes))
     return hit
+
+
+class _Template(NamedTuple):
+    """A stream's body template (stream_template) and what its rows share in a message."""
+
+    body: BodyTemplate
+    part_id: int
+    part: _ClassPart
+    clock_synced: bool
+    own_rc: bool  # each row carries its receipt time ("rc")
+    unsynced: bool  # each row carries its monotonic time ("mono")
+    # Per quantity: the index of its group, or its special's JSON; None when every
+    # quantity is a number (the values are then the groups before the two times).
+    slots: tuple[int | str, ...] | None
+
+
+# Templates by (class part id, clock synced, per quantity (no value, special)); the few
+# used last are tried on each body first, most recent first.
+_templates: dict[tuple[Any, ...], _Template | None] = {}
+_recent_templates: list[_Template] = []
 
 
 def compact_json(batch: Sequence[StoredReading], now: HubTime, context: PayloadContext) -> str:
@@ -263,9 +303,9 @@ def compact_json_rows(
     return compact_message(rows, contexts, now, context)[0]
 
 
-# A row as read for its message: (fields, effective ms, receipt ms, class index, whether
-# it needs its own receipt time "rc", whether it is unsynced).
-_ReadRow = tuple[BodyFields, int, int, int, bool, bool]
+# A row as read for its message: (effective ms, receipt ms, whether it carries its own
+# receipt time "rc", its values' JSON, its other own fields' JSON), and its class index.
+_ReadRow = tuple[int, int, bool, str, str]
 
 
 def compact_message(
@@ -277,62 +317,173 @@ def compact_message(
     """The compact envelope as JSON text, and the first and last seq it holds.
 
     The text is written directly, not through a document: this runs for every reading
-    published. Row classes put the tables (patients, devices, streams, contexts) and
-    their JSON in a cache, so a message that repeats the previous one's streams costs
-    one dict look-up for them. The bytes are pinned by golden files
-    (tests/payloads/golden/compact_wire_varied.jsonl) made with the json-module encoder.
+    published. A stream sample's body is read through its stream's template (one regex
+    match) when there is one, else parsed with ``body_fields``. Row classes put the
+    tables (patients, devices, streams, contexts) and their JSON in a cache, so a
+    message that repeats the previous one's streams costs one look-up for them. The
+    bytes are pinned by golden files made with the json-module encoder
+    (tests/payloads/golden/).
     """
     tokens: dict[int, int] = {}  # outbox context id -> token, for this message
-    classes: dict[_RowClass, int] = {}
-    read: list[_ReadRow] = []
+    classes: dict[_ClassKey, int] = {}
+    class_parts: list[_ClassPart] = []
+    read: list[tuple[_ReadRow, int]] = []
     now_synced = now.clock_synced
-    flags: Sequence[str]
+    template = _recent_templates[0] if _recent_templates else None
     for _, _, cadence, context_id, body in rows:
-        fields = body_fields(body)
-        if fields.clock_synced or not now_synced:
-            # Nothing to re-stamp (agent.clock.restamp returns the times unchanged).
-            received = fields.received
-            # An integer field is UTC microseconds: flooring to ms is what epoch_ms does.
-            received_ms = received // 1000 if type(received) is int else _field_ms(received)
-            effective = fields.effective
-            effective_ms = received_ms if effective is None else _field_ms(effective)
-            source, flags = fields.time_source, fields.time_flags
-        else:
-            effective_ms, received_ms, source, flags = _restamped(fields, contexts[context_id], now)
         token = tokens.get(context_id)
         if token is None:
             token = tokens[context_id] = _TOKENS.token(contexts[context_id])
-        unsynced = not fields.clock_synced and RESTAMPED_FLAG not in flags
-        extra = fields.extra
-        row_class = (
-            token,
-            cadence,
-            fields.kind,
-            tuple([(q[0], q[2]) for q in fields.values]),
-            source,
-            tuple(flags),
-            tuple(fields.status),
-            JSON.encode(extra) if extra else None,
-            unsynced,
-        )
-        index = classes.get(row_class)
+        match = template.body.pattern.fullmatch(body) if template is not None else None
+        if match is None:
+            template, match = _recent_template_of(body)
+        if match is not None and template is not None and (template.clock_synced or not now_synced):
+            # Nothing to re-stamp: read through the template.
+            part_id, part = template.part_id, template.part
+            row = _templated_row(template, match.groups())
+        else:
+            fields = body_fields(body)
+            part, row = _parsed_row(fields, contexts[context_id], now)
+            part_id = _PARTS.of(part)
+            if match is None and (fields.clock_synced or not now_synced):
+                # A template stands for bodies as stored: learnt only from one not re-stamped.
+                template = _learn_template(body, fields, part_id, part) or template
+        key = (token, cadence, part_id)
+        index = classes.get(key)
         if index is None:
-            index = classes[row_class] = len(classes)
-        own_rc = _SOURCE_CODE_BY_TEXT[source] != _HUB_RECEIPT_CODE
-        read.append((fields, effective_ms, received_ms, index, own_rc, unsynced))
-    tables, context_of_class = _layout(tuple(classes), tokens, contexts)
+            index = classes[key] = len(class_parts)
+            class_parts.append(part)
+        read.append((row, index))
+    tables, context_of_class = _layout(tuple(classes), class_parts, tokens, contexts)
     seqs = [row[0] for row in rows]
     seq0, seq_last = min(seqs), max(seqs)
-    base_ms = min([min(r[1], r[2]) for r in read])
-    parts = [
-        _row_json(row, info, seq0, base_ms, context_of_class)
-        for row, info in zip(rows, read, strict=True)
-    ]
+    base_ms = min([min(r[0][0], r[0][1]) for r in read])
+    encoded = _rows_json(rows, read, seq0, base_ms, context_of_class)
     text = (
         f'{_header_json(context)},"t0":{_instant_json(base_ms)},"s0":{seq0},{tables},'
-        f'"r":[{",".join(parts)}]}}'
+        f'"r":[{encoded}]}}'
     )
     return text, seq0, seq_last
+
+
+def _templated_row(template: _Template, groups: tuple[str, ...]) -> _ReadRow:
+    """A row read through its template: ``groups`` are the values, receipt, monotonic."""
+    # No separate effective time: it is the receipt time (UTC microseconds).
+    received_ms = int(groups[-2]) // 1000
+    slots = template.slots
+    texts = _number_texts
+    if slots is None:
+        values = ",".join([texts.get(n) or _number_text(n) for n in groups[:-2]])
+    else:
+        values = ",".join(
+            [
+                s if isinstance(s, str) else texts.get(groups[s]) or _number_text(groups[s])
+                for s in slots
+            ]
+        )
+    own = f'"mono":{groups[-1]}' if template.unsynced else ""
+    return received_ms, received_ms, template.own_rc, values, own
+
+
+def _parsed_row(
+    fields: BodyFields, context: ReadingContext, now: HubTime
+) -> tuple[_ClassPart, _ReadRow]:
+    """A row read from its parsed body: its class part, and the row."""
+    if fields.clock_synced or not now.clock_synced:
+        # Nothing to re-stamp (agent.clock.restamp returns the times unchanged).
+        received_ms = _field_ms(fields.received)
+        effective = fields.effective
+        effective_ms = received_ms if effective is None else _field_ms(effective)
+        source, flags = fields.time_source, tuple(fields.time_flags)
+    else:
+        effective_ms, received_ms, source, flags = _restamped(fields, context, now)
+    unsynced = not fields.clock_synced and RESTAMPED_FLAG not in flags
+    extra = fields.extra
+    part = (
+        fields.kind,
+        tuple([(q[0], q[2]) for q in fields.values]),
+        source,
+        flags,
+        tuple(fields.status),
+        JSON.encode(extra) if extra else None,
+        unsynced,
+    )
+    own_rc = _SOURCE_CODE_BY_TEXT[source] != _HUB_RECEIPT_CODE
+    values = _values_json(fields.values)
+    return part, (effective_ms, received_ms, own_rc, values, _own_json(fields, unsynced))
+
+
+def _rows_json(
+    rows: Sequence[PendingRow],
+    read: list[tuple[_ReadRow, int]],
+    seq0: int,
+    base_ms: int,
+    context_of_class: tuple[int, ...],
+) -> str:
+    """The rows, ``[id, seq offset, context, effective ms, values(, own)]``, comma-joined."""
+    encoded = []
+    for row, ((effective_ms, received_ms, own_rc, values, own), index) in zip(
+        rows, read, strict=True
+    ):
+        if own_rc:
+            rc = f'"rc":{received_ms - base_ms}'
+            own = f"{rc},{own}" if own else rc  # noqa: PLW2901 - "rc" comes first
+        encoded.append(
+            f'["{id_base64url(row[1])}",{row[0] - seq0},{context_of_class[index]},'
+            f"{effective_ms - base_ms},[{values}]{f',{{{own}}}' if own else ''}]"
+        )
+    return ",".join(encoded)
+
+
+def _recent_template_of(body: str) -> tuple[_Template | None, re.Match[str] | None]:
+    """The recently used template matching ``body`` (moved to the front), if any."""
+    for position, template in enumerate(_recent_templates):
+        match = template.body.pattern.fullmatch(body)
+        if match is not None:
+            if position:
+                _recent_templates.insert(0, _recent_templates.pop(position))
+            return template, match
+    return None, None
+
+
+def _learn_template(
+    body: str, fields: BodyFields, part_id: int, part: _ClassPart
+) -> _Template | None:
+    """The template for a body no recent template matched (made once per stream shape)."""
+    if not is_plain(fields):
+        return None
+    key = (part_id, fields.clock_synced, tuple([(q[1] is None, q[3]) for q in fields.values]))
+    if key in _templates:
+        template = _templates[key]
+    else:
+        made = make_template(body, fields)
+        template = None if made is None else _compact_template(made, part_id, part)
+        if len(_templates) >= _TEMPLATES_MAX:
+            _templates.clear()
+        _templates[key] = template
+    if template is not None:
+        _recent_templates.insert(0, template)
+        del _recent_templates[_TEMPLATES_TRIED:]
+    return template
+
+
+def _compact_template(body: BodyTemplate, part_id: int, part: _ClassPart) -> _Template:
+    fields = body.fields
+    slots: tuple[int | str, ...] | None = None
+    if None in body.value_groups:
+        slots = tuple(
+            JSON.encode(quantity[3]) if group is None else group
+            for quantity, group in zip(fields.values, body.value_groups, strict=True)
+        )
+    return _Template(
+        body=body,
+        part_id=part_id,
+        part=part,
+        clock_synced=fields.clock_synced,
+        own_rc=_SOURCE_CODE_BY_TEXT[fields.time_source] != _HUB_RECEIPT_CODE,
+        unsynced=part[-1],
+        slots=slots,
+    )
 
 
 def _restamped(
@@ -355,35 +506,9 @@ def _field_ms(value: int | str) -> int:
     return value // 1000 if type(value) is int else epoch_ms(utc_from_field(value))
 
 
-def _row_json(
-    row: PendingRow,
-    info: _ReadRow,
-    seq0: int,
-    base_ms: int,
-    context_of_class: tuple[int, ...],
-) -> str:
-    """``[id, seq offset, context, effective ms, values(, own fields)]`` as JSON text."""
-    fields, effective_ms, receipt_ms, index, own_rc, unsynced = info
-    own = ""
-    if (
-        own_rc
-        or unsynced
-        or fields.device_time is not None
-        or fields.device_clock_offset_s is not None
-        or fields.device_seq is not None
-    ):
-        own = _own_json(fields, receipt_ms - base_ms if own_rc else None, unsynced)
-    return (
-        f'["{id_base64url(row[1])}",{row[0] - seq0},{context_of_class[index]},'
-        f"{effective_ms - base_ms},[{_values_json(fields.values)}]{own}]"
-    )
-
-
-def _own_json(fields: BodyFields, receipt_offset_ms: int | None, unsynced: bool) -> str:
-    """``,{...}``: the fields only this reading has, in order rc, mono, dt, off, dq."""
+def _own_json(fields: BodyFields, unsynced: bool) -> str:
+    """The fields only this reading has but "rc": mono, dt, off, dq in order (JSON, no braces)."""
     own: list[str] = []
-    if receipt_offset_ms is not None:
-        own.append(f'"rc":{receipt_offset_ms}')
     if unsynced:
         own.append(f'"mono":{_number_json(fields.monotonic_ns)}')
     if fields.device_time is not None:
@@ -392,12 +517,39 @@ def _own_json(fields: BodyFields, receipt_offset_ms: int | None, unsynced: bool)
         own.append(f'"off":{_number_json(fields.device_clock_offset_s)}')
     if fields.device_seq is not None:
         own.append(f'"dq":{_number_json(fields.device_seq)}')
-    return f",{{{','.join(own)}}}"
+    return ",".join(own)
 
 
 def _number_json(value: object) -> str:
     # An int as json writes it (int.__repr__); anything else through json itself.
     return int.__repr__(value) if type(value) is int else JSON.encode(value)
+
+
+# JSON number text as a template group holds it -> as the compact row writes it. Device
+# values repeat (an oximeter's SpO2 is a whole percent): most are found here.
+_NUMBER_TEXTS_MAX: Final = 4096
+_number_texts: dict[str, str] = {}
+
+
+def _number_text(text: str) -> str:
+    """JSON number text as json writes its ``compact_number`` (cached)."""
+    if text.isdigit() or (text[0] == "-" and text[1:].isdigit() and text != "-0"):
+        compact = text  # an integer, as Python writes it (JSON has no leading zeros)
+    else:
+        compact = _float_json(float(text))  # json reads any other number as a float
+    if len(_number_texts) >= _NUMBER_TEXTS_MAX:
+        _number_texts.clear()
+    _number_texts[text] = compact
+    return compact
+
+
+def _float_json(value: float) -> str:
+    """``compact_number(value)`` as json writes it."""
+    if value.is_integer():  # False for NaN and the infinities
+        return int.__repr__(int(value))
+    if value - value == 0.0:
+        return float.__repr__(value)
+    return JSON.encode(value)  # NaN, Infinity as json writes them
 
 
 def _values_json(values: list[list[Any]]) -> str:
@@ -406,12 +558,7 @@ def _values_json(values: list[list[Any]]) -> str:
     for quantity in values:
         value = quantity[1]
         if type(value) is float:
-            if value.is_integer():  # False for NaN and the infinities
-                parts.append(int.__repr__(int(value)))
-            elif value - value == 0.0:
-                parts.append(float.__repr__(value))
-            else:
-                parts.append(JSON.encode(value))  # NaN, Infinity as json writes them
+            parts.append(_float_json(value))
         elif type(value) is int:
             parts.append(int.__repr__(value))
         elif value is None:

@@ -17,6 +17,7 @@ from agent.payloads import encode_batch, make_encoder
 from agent.readings import StoredReading
 from tests.payloads.factory import CONTEXT
 from tests.payloads.golden import GOLDEN_DIR
+from tests.payloads.streams import stream_cases
 from tests.payloads.varied import varied_cases
 
 if TYPE_CHECKING:
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from agent.clock import HubTime
 
 WIRE_GOLDEN = GOLDEN_DIR / "compact_wire_varied.jsonl"
+# Stream samples (read through templates), as the encoder wrote them before templates.
+STREAMS_GOLDEN = GOLDEN_DIR / "compact_wire_streams.jsonl"
 
 
 def test_compact_bytes_are_what_they_were_before_the_raw_path() -> None:
@@ -36,13 +39,37 @@ def test_compact_bytes_are_what_they_were_before_the_raw_path() -> None:
         assert encoded.payload == expected[number], f"message {number} differs"
 
 
+def test_stream_bytes_are_what_they_were_before_templates() -> None:
+    expected = STREAMS_GOLDEN.read_bytes().splitlines()
+    cases = stream_cases()
+    assert len(expected) == len(cases)
+    for number, (batch, now) in enumerate(cases):
+        encoded = encode_batch(batch, now, fmt="compact", context=CONTEXT)
+        assert encoded.payload == expected[number], f"message {number} differs"
+
+
+async def test_stream_rows_from_a_real_outbox_encode_like_their_readings(tmp_path: Path) -> None:
+    # The bodies as the outbox's writer stores them (its fast path for plain samples).
+    outbox, cases = await _stored_cases(tmp_path, stream_cases())
+    page = await outbox.pending_rows(limit=10_000)
+    await outbox.close()
+    encoder = make_encoder("compact", CONTEXT)
+    rows = {row[0]: row for row in page.rows}
+    for number, (batch, now) in enumerate(cases):
+        from_rows = encoder.encode_rows([rows[s.seq] for s in batch], page.contexts, now)
+        # The outbox numbers rows its own way: compare with the readings at its seqs
+        # (whose bytes the golden test above pins).
+        from_readings = encode_batch(batch, now, fmt="compact", context=CONTEXT)
+        assert from_rows == from_readings, f"message {number} differs"
+
+
 async def _stored_cases(
-    tmp_path: Path,
+    tmp_path: Path, source: list[tuple[list[StoredReading], HubTime]] | None = None
 ) -> tuple[Outbox, list[tuple[list[StoredReading], HubTime]]]:
-    """The varied readings captured in a real outbox, each case with the outbox's seqs."""
+    """Cases (the varied readings by default) captured in a real outbox, with its seqs."""
     outbox = await Outbox.open(tmp_path / "outbox.db")
     cases = []
-    for batch, now in varied_cases():
+    for batch, now in varied_cases() if source is None else source:
         result = await outbox.capture([stored.reading for stored in batch])
         assert (result.stored, result.duplicates) == (len(batch), 0)
         last = (await outbox.stats()).last_seq
