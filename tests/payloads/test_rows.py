@@ -3,7 +3,8 @@
 The publisher hands the encoders raw outbox rows (``Outbox.pending_rows``); the compact
 encoder reads the stored bodies without building a Reading. The bytes on the wire must
 not move: golden/compact_wire_varied.jsonl holds what the encoder produced before the
-raw path existed (commit cbaddd8), for 160 varied messages.
+raw path existed (commit cbaddd8), for 160 varied messages; golden/compact_wire_streams.jsonl
+what it produced before stream templates (f6d36f1), for 120 stream messages.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tests.payloads.streams import stream_cases
 from tests.payloads.varied import varied_cases
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from agent.clock import HubTime
@@ -30,18 +32,16 @@ WIRE_GOLDEN = GOLDEN_DIR / "compact_wire_varied.jsonl"
 STREAMS_GOLDEN = GOLDEN_DIR / "compact_wire_streams.jsonl"
 
 
-def test_compact_bytes_are_what_they_were_before_the_raw_path() -> None:
-    expected = WIRE_GOLDEN.read_bytes().splitlines()
-    cases = varied_cases()
-    assert len(expected) == len(cases)
-    for number, (batch, now) in enumerate(cases):
-        encoded = encode_batch(batch, now, fmt="compact", context=CONTEXT)
-        assert encoded.payload == expected[number], f"message {number} differs"
-
-
-def test_stream_bytes_are_what_they_were_before_templates() -> None:
-    expected = STREAMS_GOLDEN.read_bytes().splitlines()
-    cases = stream_cases()
+@pytest.mark.parametrize(
+    ("golden", "make_cases"),
+    [(WIRE_GOLDEN, varied_cases), (STREAMS_GOLDEN, stream_cases)],
+    ids=["varied", "streams"],
+)
+def test_compact_bytes_are_what_they_were_before(
+    golden: Path, make_cases: Callable[[], list[tuple[list[StoredReading], HubTime]]]
+) -> None:
+    expected = golden.read_bytes().splitlines()
+    cases = make_cases()
     assert len(expected) == len(cases)
     for number, (batch, now) in enumerate(cases):
         encoded = encode_batch(batch, now, fmt="compact", context=CONTEXT)
