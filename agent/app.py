@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from agent.readings import Reading
     from agent.requests import LogLevelOverride
     from drivers.base import DeviceSettings, Driver
+    from drivers.ble.adapter import AdapterLadder
 
     DriverFactory = Callable[[DeviceSettings, DriverContext], Driver]
 
@@ -95,6 +96,8 @@ class Agent:
     driver_tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     # Set by a reconnect request: ends the device's session or backoff wait (supervise.py).
     restart_now: dict[str, asyncio.Event] = field(default_factory=dict)
+    # The Bluetooth adapter recovery ladder (drivers/ble/adapter.py); None without BlueZ devices.
+    ble_adapter: AdapterLadder | None = None
 
 
 def build_agent(
@@ -141,6 +144,18 @@ def build_agent(
         config=config, outbox=outbox, encode=encoder, health=health, clock=clock, info=info
     )
     sink = CaptureSink(outbox, health, publisher.notify_new_readings)
+    from drivers.ble.adapter import build_ladder, ladder_driver_factories  # noqa: PLC0415
+
+    ladder = build_ladder(
+        config,
+        health,
+        clock,
+        overridden=set(driver_factories or {}),
+        on_change=publisher.status.trigger_full,
+    )
+    if ladder is not None:
+        publisher.status.reports["ble_adapter"] = ladder.report
+        driver_factories = {**ladder_driver_factories(ladder), **(driver_factories or {})}
     patient = PatientBinding(config.patient.id, config.patient.binding_version)
     drivers: dict[str, Driver] = {}
     for settings in config.devices:
@@ -157,7 +172,7 @@ def build_agent(
         drivers[settings.id] = (
             override(settings, ctx) if override else DRIVERS[name].build(settings, ctx)
         )
-    return Agent(config, outbox, health, publisher, drivers, info)
+    return Agent(config, outbox, health, publisher, drivers, info, ble_adapter=ladder)
 
 
 async def open_outbox(config: Config, clock: Clock) -> Outbox:
@@ -261,6 +276,9 @@ class Runtime:
                 ),
                 group.create_task(self._housekeeping(agent), name="housekeeping"),
             ]
+            if agent.ble_adapter is not None:
+                # Beside the watchdog, never feeding it: a dead radio must not restart us.
+                helpers.append(group.create_task(agent.ble_adapter.run(), name="ble-adapter"))
             await _first_of(self._stop, self._reload)
             await self._stop_generation(agent, publisher_task, helpers)
             await requests.aclose()

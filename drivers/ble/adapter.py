@@ -35,11 +35,11 @@ import logging
 import os
 from datetime import UTC, datetime
 from enum import IntEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection
-    from pathlib import Path
 
     from agent.clock import Clock
     from agent.config import BluetoothConfig, Config
@@ -426,13 +426,14 @@ def build_ladder(
     if not any(name.startswith("ble-") for name in names):
         return None
     from drivers.ble.bluez_adapter import BluezAdapter  # noqa: PLC0415 - loads dbus-fast
-    from drivers.ble.driver import default_state_dir  # noqa: PLC0415
 
+    # The directory the .path units watch is the unit's StateDirectory (/var/lib/wardlink);
+    # outside systemd, the outbox's directory.
+    state_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
     return AdapterLadder(
         config.bluetooth,
         control=BluezAdapter(config.bluetooth.adapter),
-        # The directory the .path units watch: the unit's StateDirectory.
-        requests=RequestFiles(default_state_dir()),
+        requests=RequestFiles(Path(state_dir) if state_dir else config.storage.path.parent),
         clock=clock,
         alarms=alarms,
         on_change=on_change,
