@@ -38,7 +38,7 @@ from agent.payloads.context import (
     compact_number,
     epoch_ms,
     format_instant,
-    id_base64url,
+    ids_base64url,
 )
 from agent.payloads.stream_template import BodyTemplate, is_plain, make_template
 
@@ -422,14 +422,15 @@ def _rows_json(
 ) -> str:
     """The rows, ``[id, seq offset, context, effective ms, values(, own)]``, comma-joined."""
     encoded = []
-    for row, ((effective_ms, received_ms, own_rc, values, own), index) in zip(
-        rows, read, strict=True
+    ids = ids_base64url([row[1] for row in rows])
+    for row, reading_id, ((effective_ms, received_ms, own_rc, values, own), index) in zip(
+        rows, ids, read, strict=True
     ):
         if own_rc:
             rc = f'"rc":{received_ms - base_ms}'
             own = f"{rc},{own}" if own else rc  # noqa: PLW2901 - "rc" comes first
         encoded.append(
-            f'["{id_base64url(row[1])}",{row[0] - seq0},{context_of_class[index]},'
+            f'["{reading_id}",{row[0] - seq0},{context_of_class[index]},'
             f"{effective_ms - base_ms},[{values}]{f',{{{own}}}' if own else ''}]"
         )
     return ",".join(encoded)

@@ -20,6 +20,7 @@ DEFAULT_PATIENT_ID_SYSTEM: Final = f"{WARDLINK_FHIR_BASE}/Id/patient"
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS: Final = timedelta(milliseconds=1)
 _UUID_BASE64_CHARS: Final = 22
+_UUID_BYTES: Final = 16
 _URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
 
 
@@ -77,6 +78,17 @@ def compact_number(value: float) -> int | float:
     if type(value) is int:
         return value  # Python 3.11's int has no is_integer()
     return int(value) if value.is_integer() else value
+
+
+def ids_base64url(reading_ids: list[bytes]) -> list[str]:
+    """``id_base64url`` of each id, in one base64 call for a message's ids."""
+    if set(map(len, reading_ids)) != {_UUID_BYTES}:
+        return [id_base64url(reading_id) for reading_id in reading_ids]
+    # Each id padded to 18 bytes (a multiple of 3) encodes to 24 characters on its own,
+    # the first 22 of them what the id alone encodes to (the padding bits are zero).
+    packed = b"\0\0".join(reading_ids) + b"\0\0"
+    text = binascii.b2a_base64(packed, newline=False).translate(_URLSAFE).decode("ascii")
+    return [text[start : start + _UUID_BASE64_CHARS] for start in range(0, len(text), 24)]
 
 
 def id_base64url(reading_id: bytes) -> str:

@@ -1,4 +1,6 @@
-"""A stream's template reads the stream's stored bodies exactly as body_fields does.
+"""The compact encoder's shortcuts read and write exactly what the long way does.
+
+A stream's template reads the stream's stored bodies exactly as body_fields does.
 
 The compact encoder trusts a template match instead of parsing: a body the template
 matches must have the template's fields except its numbers, and the groups must be those
@@ -9,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import uuid
 from datetime import timedelta, timezone
 
 import pytest
 
 from agent.outbox_codec import body_fields, encode_body
+from agent.payloads.context import id_base64url, ids_base64url
 from agent.payloads.stream_template import make_template
 from agent.readings import Kind, Quantity, Reading
 from tests.payloads.factory import hub_time, reading_of, spo2_stream
@@ -106,3 +110,12 @@ def test_non_utc_receipt_and_non_finite_values_get_no_template() -> None:
     for reading in (non_utc, _with_values(sample, float("nan"), 72.0, 1.5)):
         body = _body(reading)
         assert make_template(body, body_fields(body)) is None
+
+
+def test_a_messages_ids_in_one_call_are_each_ids_own_text() -> None:
+    ids = [uuid.UUID(int=n * 0x0123456789ABCDEF0123456789ABCDEF % 2**128).bytes for n in range(40)]
+    ids += [bytes(16), b"\xff" * 16]
+    assert ids_base64url(ids) == [id_base64url(i) for i in ids]
+    # Not all 16 bytes (never stored, but not assumed either): each on its own.
+    odd = [b"\x01" * 16, b"\x02" * 15]
+    assert ids_base64url(odd) == [id_base64url(i) for i in odd]
