@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -144,14 +145,20 @@ def build_agent(
         config=config, outbox=outbox, encode=encoder, health=health, clock=clock, info=info
     )
     sink = CaptureSink(outbox, health, publisher.notify_new_readings)
-    from drivers.ble.adapter import build_ladder, ladder_driver_factories  # noqa: PLC0415
+    from drivers.ble.adapter import (  # noqa: PLC0415
+        build_ladder,
+        ladder_driver_factories,
+        restart_ble_sessions,
+    )
 
+    restart_now: dict[str, asyncio.Event] = {}
     ladder = build_ladder(
         config,
         health,
         clock,
         overridden=set(driver_factories or {}),
         on_change=publisher.status.trigger_full,
+        on_recovered=functools.partial(restart_ble_sessions, config, restart_now),
     )
     if ladder is not None:
         publisher.status.reports["ble_adapter"] = ladder.report
@@ -172,7 +179,16 @@ def build_agent(
         drivers[settings.id] = (
             override(settings, ctx) if override else DRIVERS[name].build(settings, ctx)
         )
-    return Agent(config, outbox, health, publisher, drivers, info, ble_adapter=ladder)
+    return Agent(
+        config,
+        outbox,
+        health,
+        publisher,
+        drivers,
+        info,
+        restart_now=restart_now,
+        ble_adapter=ladder,
+    )
 
 
 async def open_outbox(config: Config, clock: Clock) -> Outbox:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Collection
+    from collections.abc import Awaitable, Callable, Collection, Mapping
 
     from agent.clock import Clock
     from agent.config import BluetoothConfig, Config
@@ -173,13 +173,17 @@ class AdapterLadder:
         clock: Clock,
         alarms: AlarmSink,
         on_change: Callable[[], None] | None = None,
+        on_recovered: Callable[[], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """Store collaborators; no I/O. ``on_change`` fires at every rung and recovery.
 
+        ``on_recovered`` fires on a recovery after a power cycle or more: the drivers'
+        scans and links died with the adapter, so their sessions must start afresh.
         ``sleep`` waits between ticks (tests pass one that moves their clock).
         """
         self._config = config
+        self._on_recovered = on_recovered
         self._sleep = sleep
         self._control = control
         self._requests = requests
@@ -369,6 +373,8 @@ class AdapterLadder:
             self.rung.name.lower(),
             failing_s,
         )
+        if self.rung >= Rung.POWER_CYCLED and self._on_recovered is not None:
+            self._on_recovered()
         self.rung = Rung.OK
         self.consecutive_errors = 0
         self._failing_since_ns = self._healthy_since_ns = None
@@ -416,6 +422,7 @@ def build_ladder(
     *,
     overridden: Collection[str] = (),
     on_change: Callable[[], None] | None = None,
+    on_recovered: Callable[[], None] | None = None,
 ) -> AdapterLadder | None:
     """The ladder for a config with BLE devices on BlueZ (no I/O); None when there are none.
 
@@ -437,6 +444,7 @@ def build_ladder(
         clock=clock,
         alarms=alarms,
         on_change=on_change,
+        on_recovered=on_recovered,
     )
 
 
@@ -447,3 +455,11 @@ def ladder_driver_factories(ladder: AdapterLadder) -> dict[str, Any]:
 
     factory = functools.partial(build, adapter=ladder)
     return {name: factory for name in DRIVERS if name.startswith("ble-")}
+
+
+def restart_ble_sessions(config: Config, restart_now: Mapping[str, asyncio.Event]) -> None:
+    """Ask every BLE driver's supervisor for a fresh session (scan and link died with hci0)."""
+    for settings in config.devices:
+        event = restart_now.get(settings.id)
+        if event is not None and getattr(settings, "driver", "").startswith("ble-"):
+            event.set()

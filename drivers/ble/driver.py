@@ -53,6 +53,7 @@ if TYPE_CHECKING:
         GattLink,
         LinkFactory,
         NotifyCallback,
+        Scanner,
         ScannerFactory,
     )
     from drivers.base import DriverContext
@@ -167,7 +168,7 @@ class BleDriver:
                 await self._advertised.wait()
                 await self._session()
         finally:
-            await scanner.stop()
+            await _stop_scan(scanner)
 
     async def close(self) -> None:
         """Release the link if a session is open. Safe twice."""
@@ -334,6 +335,18 @@ def to_readings(
         timezone_name=ctx.timezone_name,
         device_clock_offset_s=clock_offset_s,
     )
+
+
+async def _stop_scan(scanner: Scanner) -> None:
+    """Stop scanning; a failure must not replace the error or cancellation that ended run().
+
+    It fails when the adapter is gone or bluetoothd restarted (the adapter ladder's
+    business, drivers/ble/adapter.py); the scan is over either way.
+    """
+    try:
+        await scanner.stop()
+    except DeviceError as exc:
+        log.info("scan stop failed (the adapter's scan is gone): %s", exc)
 
 
 async def _release(link: GattLink) -> None:
