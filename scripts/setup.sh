@@ -11,6 +11,9 @@ fi
 if ! command -v fusermount >/dev/null 2>&1; then
     missing="$missing fuse"        # the power-loss tests mount a lazy FUSE file system
 fi
+if ! command -v dbus-daemon >/dev/null 2>&1; then
+    missing="$missing dbus-daemon" # a private bus for the fake BlueZ (python-dbusmock) tests
+fi
 if [ -n "$missing" ]; then
     echo "setup: installing Debian packages:$missing" >&2
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
