@@ -22,7 +22,7 @@ import time
 import tty
 from datetime import datetime
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from drivers.emulators.serial_frames import (
     STREAMS,
@@ -39,18 +39,23 @@ CONTEC_STOP: Final = 0xA2
 NONIN_ACK: Final = b"\x06"
 TICK_S: Final = 0.02
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
-def _stream_format(protocol: str, spot_period_s: float, serial_number: str) -> StreamFormat:
-    # DF13 and Masimo stamp the wall time into their units; the others are stateless.
+
+def _stream_format(
+    protocol: str, spot_period_s: float, serial_number: str, now: Callable[[], datetime]
+) -> StreamFormat:
+    # DF13 and Masimo stamp the device clock into their units; the others are stateless.
     if protocol == "nonin-df13":
         return StreamFormat(
-            lambda v, _i: encode_df13(v, datetime.now().replace(microsecond=0)),  # noqa: DTZ005
+            lambda v, _i: encode_df13(v, now().replace(microsecond=0)),
             1.0 / spot_period_s,
             checksummed=True,
         )
     if protocol == "masimo-ascii":
         return StreamFormat(
-            lambda v, _i: encode_masimo(v, datetime.now(), serial_number),  # noqa: DTZ005
+            lambda v, _i: encode_masimo(v, now(), serial_number),
             1.0,
             checksummed=False,
             ascii_lines=True,
@@ -63,11 +68,17 @@ def _stream_format(protocol: str, spot_period_s: float, serial_number: str) -> S
 class PtySerialDevice:
     """An emulated oximeter on a pty. Use inside a running asyncio loop.
 
+    The emulated patient and the device clock (DF13, Masimo) run ``speed`` times faster
+    than the wall clock, so a sped-up device also shows a sped-up hour of values.
+
     Attributes:
         units_sent: value-carrying units written intact (frames, packets or lines).
         units_corrupted: units written damaged on purpose.
+        units_cut: units cut in half by ``unplug(mid_unit=True)``.
         commands: every command byte string received from the host, in order.
         plug_count: how many times the device was (re)plugged.
+        sent_log: with ``record=True``, (monotonic s, SpO2, pulse) of every intact unit
+            ``run`` wrote: what a bench compares the stored readings with.
     """
 
     def __init__(
@@ -80,6 +91,7 @@ class PtySerialDevice:
         keepalive_timeout_s: float = 15.0,
         spot_period_s: float = 5.0,
         serial_number: str = "0000123456",
+        record: bool = False,
     ) -> None:
         """Choose the protocol; ``speed`` > 1 sends units faster than the real device.
 
@@ -87,8 +99,10 @@ class PtySerialDevice:
         """
         self.protocol = protocol
         self.link = link
-        self._format = _stream_format(protocol, spot_period_s, serial_number)
+        self._format = _stream_format(protocol, spot_period_s, serial_number, self.device_now)
         self._speed = speed
+        self._epoch_s, self._started_s = time.time(), time.monotonic()
+        self._unit_time_s = self._epoch_s  # the patient time of the unit being encoded
         self._rng = random.Random(seed)  # noqa: S311 - test data, not secrets
         self._keepalive_timeout_s = keepalive_timeout_s
         self._master: int | None = None
@@ -97,13 +111,17 @@ class PtySerialDevice:
         self._pending_garbage = b""
         self._corrupt_next = 0
         self._finger_out = False
+        self._silent = False
         self._inbox = bytearray()
         self._last_command_s: float | None = None
         self._phase = 0
         self.units_sent = 0
         self.units_corrupted = 0
+        self.units_cut = 0
         self.commands: list[bytes] = []
         self.plug_count = 0
+        self._record = record
+        self.sent_log: list[tuple[float, int | None, int | None]] = []
 
     # --- plugging ----------------------------------------------------------------------
 
@@ -147,8 +165,15 @@ class PtySerialDevice:
             temp.replace(self.link)  # atomic re-point, as udev does for by-id links
         asyncio.get_running_loop().add_reader(master, self._on_command_bytes)
 
-    def unplug(self) -> None:
-        """Close the master (the host reads EIO) and remove the link, like a pulled cable."""
+    def unplug(self, *, mid_unit: bool = False) -> None:
+        """Close the master (the host reads EIO) and remove the link, like a pulled cable.
+
+        ``mid_unit``: the cable goes while a unit is on the wire; its first half is sent.
+        """
+        if mid_unit and self._master is not None:
+            unit = self._format.encode(self.vitals(self.patient_time_s()), self._phase)
+            self._write(unit[: len(unit) // 2])
+            self.units_cut += 1
         if self.link is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.link.unlink()
@@ -180,6 +205,15 @@ class PtySerialDevice:
         """Remove (True) or re-insert (False) the finger: missing values and sensor status."""
         self._finger_out = finger_out
 
+    def patient_time_s(self, monotonic_s: float | None = None) -> float:
+        """The emulated patient's (and device clock's) time: wall time, ``speed`` times faster."""
+        at = time.monotonic() if monotonic_s is None else monotonic_s
+        return self._epoch_s + (at - self._started_s) * self._speed
+
+    def device_now(self) -> datetime:
+        """The device clock (local, naive, as a device shows it) of the unit being encoded."""
+        return datetime.fromtimestamp(self._unit_time_s)  # noqa: DTZ006 - device-local
+
     def vitals(self, t_s: float) -> Vitals:
         """Realistic values with slow drift: SpO2 94-99 %, pulse 60-90 /min."""
         spo2 = round(96.5 + 2.5 * math.sin(t_s / 97.0))
@@ -189,9 +223,15 @@ class PtySerialDevice:
 
     # --- streaming -----------------------------------------------------------------------
 
+    def set_silent(self, silent: bool) -> None:
+        """Stop (True) or resume (False) sending, as a device between measurements does."""
+        self._silent = silent
+
     @property
     def is_streaming(self) -> bool:
         """Whether the device is sending now (a Contec V7 waits for its start command)."""
+        if self._silent:
+            return False
         if self.protocol != "contec-v7":
             return True
         last = self._last_command_s
@@ -201,6 +241,7 @@ class PtySerialDevice:
 
     def next_unit(self, t_s: float) -> bytes:
         """The next unit on the wire, with any injected fault applied (also used by benches)."""
+        self._unit_time_s = t_s
         unit = self._format.encode(self.vitals(t_s), self._phase)
         self._phase += 1
         if self._corrupt_next:
@@ -225,9 +266,24 @@ class PtySerialDevice:
             if not self.is_plugged or not self.is_streaming:
                 sent = due  # a silent device does not catch up later
                 continue
-            chunk = b"".join(self.next_unit(time.time()) for _ in range(due - sent))
+            # Each unit carries the time it was due, also when a late tick catches up.
+            chunk = b"".join(
+                self._next_logged_unit(start + k * interval_s) for k in range(sent, due)
+            )
             sent = due
             self._write(chunk)
+
+    def _next_logged_unit(self, due_s: float) -> bytes:
+        t_s = self.patient_time_s(due_s)
+        intact_before = self.units_sent
+        unit = self.next_unit(t_s)
+        if self._record and self.units_sent > intact_before:
+            v = self.vitals(t_s)
+            if v.finger_out:
+                self.sent_log.append((time.monotonic(), None, None))
+            else:
+                self.sent_log.append((time.monotonic(), v.spo2, v.pulse_rate))
+        return unit
 
     def _write(self, data: bytes) -> None:
         if self._master is None or not data:
