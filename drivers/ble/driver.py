@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from agent.errors import DecodeError, DeviceError, PermanentDeviceError, TransientDeviceError
-from drivers._ble import ADVICE_PROFILE, ADVICE_RANGE, uuid128
+from drivers._ble import ADVICE_PROFILE, ADVICE_RANGE
 from drivers._codecs.registry import decode
 from drivers.base import DeviceState
 from drivers.ble.glucose import GlucoseTransfer
@@ -131,21 +131,22 @@ class BleDriver:
         self._bound = BoundDevice(
             settings.id, getattr(settings, "driver", ""), settings.address, settings.serial_number
         )
-        self._service = uuid128(self._plan.service_uuid)
         self._advertised = asyncio.Event()
         self._in_session = False
         self._seen = False
         self._rest_until_ns = 0
+        # Kept across reconnects: a stream back after a short drop is still thinned to
+        # one sample per interval (the supervisor re-runs this same driver object).
+        self._last_kept_ns: int | None = None
         self._link: GattLink | None = None
 
     # --- advertisements -------------------------------------------------------------
 
     def _on_advert(self, advert: Advertisement) -> None:
         if advert.address != self._settings.address:
-            # Only a device of the same profile could be mistaken for ours; phones and
-            # headphones nearby are not worth a counter.
-            if self._service in advert.service_uuids:
-                self._ctx.reporter.count("ignored_adverts")
+            # Every other device's advert is ignored and counted (one dict increment: a
+            # busy street sends hundreds a second, so never a log line per advert).
+            self._ctx.reporter.count("ignored_adverts")
             return
         if advert.rssi_dbm is not None:
             self._ctx.reporter.set_signal(advert.rssi_dbm)
@@ -200,11 +201,20 @@ class BleDriver:
             self._link, self._in_session, self._seen = None, False, False
             link.set_disconnect_callback(None)
             await _release(link)
-            rest_ns = int(getattr(self._settings, "rest_s", 0.0) * 1e9)
-            self._rest_until_ns = self._ctx.clock.now().monotonic_ns + rest_ns
+            self._rest_until_ns = self._ctx.clock.now().monotonic_ns + self._rest_ns()
             if not errored:
                 self._ctx.reporter.set_state(DeviceState.DISCONNECTED)
             log.info("device %s session ended", self._settings.id)
+
+    def _rest_ns(self) -> int:
+        """How long to ignore the device's adverts after a session.
+
+        Only episodic devices rest (a cuff would re-send its memory in a loop); a stream
+        that dropped must come back as soon as the supervisor's backoff allows.
+        """
+        if self._plan.continuous:
+            return 0
+        return int(getattr(self._settings, "rest_s", 0.0) * 1e9)
 
     async def _prepare(self, link: GattLink) -> Connected:
         identity = await read_identity(link, self._bound, self._ctx.reporter)
@@ -268,7 +278,6 @@ class BleDriver:
         self, queue: asyncio.Queue[Notification | None], connected: Connected
     ) -> None:
         interval_ns = int(getattr(self._settings, "interval_s", 60.0) * 1e9)
-        last_kept_ns: int | None = None
         stall_s = getattr(self._settings, "stall_s", 30.0)
         while True:
             try:
@@ -287,10 +296,11 @@ class BleDriver:
             if not readings:
                 continue
             now_ns = item.received.monotonic_ns
-            if last_kept_ns is not None and now_ns - last_kept_ns < interval_ns:
+            last_ns = self._last_kept_ns
+            if last_ns is not None and now_ns - last_ns < interval_ns:
                 self._ctx.reporter.count("samples_thinned")
                 continue
-            last_kept_ns = now_ns
+            self._last_kept_ns = now_ns
             await self._ctx.sink.capture(readings)
 
     def _to_readings(self, item: Notification, connected: Connected) -> list[Reading]:

@@ -12,9 +12,9 @@ Example (config/wardlink.example.yaml)::
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from drivers.base import DeviceSettings
 from drivers.validators import MacAddress
@@ -37,10 +37,9 @@ class BleSettings(DeviceSettings):
     connect_timeout_s: float = Field(default=20.0, gt=0, le=120)
 
 
-class EpisodicBleSettings(BleSettings):
-    """Spot-check devices: connect when they advertise, collect, disconnect when quiet."""
+class _SpotFields(BleSettings):
+    """How an episodic session ends and what it keeps (spot-check devices)."""
 
-    expected_interval_s: float = Field(default=_EPISODIC_EXPECTED_S, gt=0)
     idle_s: float = Field(
         default=5.0, gt=0, le=120, description="disconnect after this long without a record"
     )
@@ -60,16 +59,27 @@ class EpisodicBleSettings(BleSettings):
     )
 
 
-class ContinuousBleSettings(BleSettings):
-    """Streaming devices: stay connected; keep one sample per ``interval_s``."""
+class _StreamFields(BleSettings):
+    """How a stream is thinned and when a silent one is reconnected."""
 
-    expected_interval_s: float = Field(default=_CONTINUOUS_EXPECTED_S, gt=0)
     interval_s: float = Field(
         default=60.0, gt=0, le=3600, description="keep at most one sample per interval"
     )
     stall_s: float = Field(
         default=30.0, gt=0, le=600, description="reconnect a stream silent this long"
     )
+
+
+class EpisodicBleSettings(_SpotFields):
+    """Spot-check devices: connect when they advertise, collect, disconnect when quiet."""
+
+    expected_interval_s: float = Field(default=_EPISODIC_EXPECTED_S, gt=0)
+
+
+class ContinuousBleSettings(_StreamFields):
+    """Streaming devices: stay connected; keep one sample per ``interval_s``."""
+
+    expected_interval_s: float = Field(default=_CONTINUOUS_EXPECTED_S, gt=0)
 
 
 class BleBloodPressureSettings(EpisodicBleSettings):
@@ -96,19 +106,44 @@ class BleGlucoseSettings(EpisodicBleSettings):
     driver: Literal["ble-glucose"] = "ble-glucose"
 
 
-class BlePulseOximeterSettings(EpisodicBleSettings):
-    """A Pulse Oximeter Service (0x1822) device, spot-check or continuous."""
+_SPOT_ONLY: Final = frozenset(_SpotFields.model_fields) - frozenset(BleSettings.model_fields)
+_STREAM_ONLY: Final = frozenset(_StreamFields.model_fields) - frozenset(BleSettings.model_fields)
+
+
+class BlePulseOximeterSettings(_SpotFields, _StreamFields):
+    """A Pulse Oximeter Service (0x1822) device, spot-check or continuous.
+
+    ``mode: continuous`` is set up like a heart-rate strap (stream defaults: not seen
+    after 60 s of silence, no rest between sessions, reconnect with jittered backoff);
+    ``mode: spot`` like a cuff. A key of the other mode is refused rather than ignored.
+    """
 
     driver: Literal["ble-pulse-oximeter"] = "ble-pulse-oximeter"
     mode: Literal["spot", "continuous"] = Field(
         default="spot", description="spot: 0x2A5E records; continuous: 0x2A5F stream"
     )
-    interval_s: float = Field(
-        default=60.0, gt=0, le=3600, description="continuous mode: one sample per interval"
+    expected_interval_s: float = Field(
+        default=_EPISODIC_EXPECTED_S,
+        gt=0,
+        description="default 36 h for mode: spot, 60 s for mode: continuous",
     )
-    stall_s: float = Field(
-        default=30.0, gt=0, le=600, description="reconnect a stream silent this long"
-    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stream_default_interval(cls, data: object) -> object:
+        # A stream silent for a minute is news; a spot-check device silent for a day is not.
+        if isinstance(data, dict) and data.get("mode") == "continuous":
+            return {"expected_interval_s": _CONTINUOUS_EXPECTED_S} | data
+        return data
+
+    @model_validator(mode="after")
+    def _keys_of_this_mode_only(self) -> Self:
+        wrong = _SPOT_ONLY if self.mode == "continuous" else _STREAM_ONLY
+        given = sorted(wrong & self.model_fields_set)
+        if given:
+            msg = f"{', '.join(given)} not used with mode: {self.mode}"
+            raise ValueError(msg)
+        return self
 
 
 class BleHeartRateSettings(ContinuousBleSettings):

@@ -214,12 +214,13 @@ def demo_settings(profile: str, address: str = DEMO_ADDRESS) -> BleSettings:
         return BleHeartRateSettings(**common, interval_s=5.0)
     if profile == "pulse-oximeter-continuous":
         return BlePulseOximeterSettings(**common, mode="continuous", interval_s=5.0)
+    if profile == "pulse-oximeter":
+        return BlePulseOximeterSettings(**common, idle_s=1.0, rest_s=30.0)
     model: type[EpisodicBleSettings] = {
         "blood-pressure": BleBloodPressureSettings,
         "thermometer": BleThermometerSettings,
         "weight-scale": BleWeightScaleSettings,
         "glucose": BleGlucoseSettings,
-        "pulse-oximeter": BlePulseOximeterSettings,
     }[profile]
     return model(**common, idle_s=1.0, rest_s=30.0)
 

@@ -22,6 +22,7 @@ from drivers.emulators.ble import BleWorld
 from drivers.emulators.ble_cli import demo_peripheral, demo_settings
 from drivers.emulators.ble_peripherals import (
     DeviceInfo,
+    EmulatedPeripheral,
     StoredRecordsPeripheral,
     StreamingPeripheral,
 )
@@ -35,6 +36,7 @@ from tests.drivers.ble_support import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 
@@ -117,11 +119,25 @@ async def test_link_dropped_mid_transfer_loses_and_duplicates_nothing(
     assert await hub.systolics() == [110, 111, 112, 113, 114]
 
 
-async def test_unbound_device_is_ignored_and_counted(
-    world: BleWorld, tmp_path: Path, outbox: Outbox
-) -> None:
+def neighbours_cuff() -> StoredRecordsPeripheral:
     stranger = cuff(OTHER_CUFF, serial="NEIGHBOUR")
     stranger.records.append(bp_payload(180, 110, 5))
+    return stranger
+
+
+@pytest.mark.parametrize(
+    "make_stranger",
+    # Same profile (a neighbour's cuff), and another profile altogether (a HR strap).
+    [neighbours_cuff, lambda: heart_rate_strap([hr_payload(70)])],
+    ids=["same-profile", "other-profile"],
+)
+async def test_unbound_device_is_ignored_and_counted(
+    world: BleWorld,
+    tmp_path: Path,
+    outbox: Outbox,
+    make_stranger: Callable[[], EmulatedPeripheral],
+) -> None:
+    stranger = make_stranger()
     await stranger.attach(world)
     settings = BleBloodPressureSettings(id="bp-cuff", address=CUFF, idle_s=0.3)
     hub = Harness(world, tmp_path, outbox, settings)
@@ -130,7 +146,9 @@ async def test_unbound_device_is_ignored_and_counted(
         await wait_until(lambda: hub.reporter.counters["ignored_adverts"] >= 3)
     finally:
         await hub.stop()
+        await stranger.close()
     assert stranger.connections_seen == 0
+    assert "seen" not in hub.state_names()  # someone else's device is not ours "seen"
     assert await hub.readings() == []
 
 
