@@ -15,7 +15,6 @@ import contextlib
 import functools
 import logging
 import random
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import paho.mqtt
@@ -75,9 +74,8 @@ PAGE_READINGS: Final = 2000
 PERMANENT_KINDS: Final = frozenset({"auth_error", "config_error", *TLS_FAILURE_KINDS})
 
 
-@dataclass(frozen=True, slots=True)
-class _InFlight:
-    seqs: tuple[int, ...]
+# A readings message waiting for its PUBACK: the seqs of the rows it carries.
+_InFlight = tuple[int, ...]
 
 
 def backoff_delay_s(attempt: int, kind: str, cfg: MqttConfig, rng: random.Random) -> float:
@@ -118,8 +116,12 @@ class Publisher:
         self._mqtt5 = config.mqtt.protocol == "5"
         self._link: MqttLink | None = None
         self._inflight: dict[int, _InFlight] = {}
-        self._window = asyncio.Semaphore(config.mqtt.inflight_window)
-        self._acks: asyncio.Queue[tuple[_InFlight, int] | None] = asyncio.Queue()
+        self._window_open = asyncio.Event()  # set when a message left the window
+        # PUBACKs not yet recorded, and a wake-up for the task recording them. A list and
+        # an Event, not an asyncio.Queue: one PUBACK is one append (a burst, one wake-up).
+        self._acked: list[tuple[_InFlight, int]] = []
+        self._acks_ready = asyncio.Event()
+        self._acks_closing = False
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
         self._stop = asyncio.Event()
@@ -347,6 +349,7 @@ class Publisher:
         )
         self._subscribe(link, list(self._subscriptions))
         self.status.trigger_full()
+        self._acks_closing = False
         feeder = asyncio.create_task(self._feed(link), name="publisher-feed")
         acker = asyncio.create_task(self._ack_loop(), name="publisher-acks")
         try:
@@ -363,7 +366,8 @@ class Publisher:
             with contextlib.suppress(asyncio.CancelledError):
                 await feeder
             # PUBACKs already received are marked before anything is republished.
-            self._acks.put_nowait(None)
+            self._acks_closing = True
+            self._acks_ready.set()
             await acker
             lost_inflight = self._drop_inflight()
         if not feeder.cancelled() and feeder.exception() is not None:
@@ -373,9 +377,8 @@ class Publisher:
     def _drop_inflight(self) -> bool:
         # Unacknowledged rows stay pending in the outbox and go again on reconnect.
         had_inflight = bool(self._inflight)
-        for _ in self._inflight:
-            self._window.release()
         self._inflight.clear()
+        self._window_open.set()
         return had_inflight
 
     def _subscribe(self, link: MqttLink, topics: list[str]) -> None:
@@ -439,18 +442,19 @@ class Publisher:
         props = None
         if self._mqtt5:
             props = publish_properties(encoded.content_type, encoded.user_properties)
-        await self._window.acquire()
+        while len(self._inflight) >= self._cfg.inflight_window:
+            self._window_open.clear()
+            await self._window_open.wait()
         info = link.client.publish(
             self.topics.readings, encoded.payload, qos=1, retain=False, properties=props
         )
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            self._window.release()
             # Not connected any more (the loss is reported by the link) or paho's queue
             # is full, which our window should make impossible: end this connection.
             log.warning("paho refused a publish: %s", mqtt.error_string(info.rc))
             link.abort()
             return False
-        self._inflight[info.mid] = _InFlight(tuple([row[0] for row in rows]))
+        self._inflight[info.mid] = tuple([row[0] for row in rows])
         crash_point("after_publish_before_puback", link.client.loop_write)
         counters = self._health.publish
         counters.messages_published += 1
@@ -464,25 +468,30 @@ class Publisher:
         entry = self._inflight.pop(mid, None)
         if entry is None:
             return
-        self._window.release()
+        self._window_open.set()
         self._session_acks += 1
         self._probe = False
         self._probe_acked.set()
-        self._acks.put_nowait((entry, code))
+        self._acked.append((entry, code))
+        self._acks_ready.set()
 
     async def _ack_loop(self) -> None:
-        """Mark PUBACKed rows, several PUBACKs per outbox write. Ends at a ``None``."""
+        """Mark PUBACKed rows, several PUBACKs per outbox write.
+
+        Ends once ``_acks_closing`` is set and every PUBACK received so far is recorded;
+        PUBACKs arriving later wait in ``_acked`` for the next connection's loop.
+        """
         while True:
-            items = [await self._acks.get()]
-            while not self._acks.empty():
-                items.append(self._acks.get_nowait())
-            done = None in items
-            try:
-                await self._record_acks([i for i in items if i is not None])
-            except OutboxError as exc:
-                self._on_mark_failed(exc)
-            self._progress.set()
-            if done:
+            await self._acks_ready.wait()
+            self._acks_ready.clear()
+            items, self._acked = self._acked, []
+            if items:
+                try:
+                    await self._record_acks(items)
+                except OutboxError as exc:
+                    self._on_mark_failed(exc)
+                self._progress.set()
+            if self._acks_closing and not self._acked:
                 return
 
     async def _report_drain_progress(self) -> None:
@@ -520,29 +529,29 @@ class Publisher:
         counters = self._health.publish
         sent: list[int] = []
         rejected: dict[int, list[int]] = {}
-        for entry, code in items:
+        for seqs, code in items:
             if code < FAILURE:
-                sent.extend(entry.seqs)
+                sent.extend(seqs)
                 counters.messages_acked += 1
-                counters.readings_acked += len(entry.seqs)
+                counters.readings_acked += len(seqs)
                 counters.no_subscriber_warnings += code == NO_SUBSCRIBERS
             else:
-                rejected.setdefault(code, []).extend(entry.seqs)
+                rejected.setdefault(code, []).extend(seqs)
                 counters.messages_rejected += 1
         if sent:
             counters.last_publish_at = utc_iso(self._clock.now().utc)
             crash_point("after_puback_before_mark")
             await self._outbox.mark_sent(sent)
             self._health.clear_alarm("outbox_write_failed")
-        for code, seqs in rejected.items():
+        for code, refused in rejected.items():
             reason = reason_text(code)
-            await self._outbox.mark_rejected(seqs, reason)
-            counters.readings_rejected += len(seqs)
+            await self._outbox.mark_rejected(refused, reason)
+            counters.readings_rejected += len(refused)
             counters.last_reject_reason = reason
             self._health.raise_alarm(
                 "readings_rejected", f"{counters.readings_rejected} readings rejected: {reason}"
             )
-            log.error("broker refused %d readings: %s; kept as rejected", len(seqs), reason)
+            log.error("broker refused %d readings: %s; kept as rejected", len(refused), reason)
 
 
 def _encode_decoded(

@@ -334,7 +334,7 @@ def compact_message(
         token = tokens.get(context_id)
         if token is None:
             token = tokens[context_id] = _TOKENS.token(contexts[context_id])
-        match = template.body.pattern.fullmatch(body) if template is not None else None
+        match = template.body.match(body) if template is not None else None
         if match is None:
             template, match = _recent_template_of(body)
         if match is not None and template is not None and (template.clock_synced or not now_synced):
@@ -439,7 +439,7 @@ def _rows_json(
 def _recent_template_of(body: str) -> tuple[_Template | None, re.Match[str] | None]:
     """The recently used template matching ``body`` (moved to the front), if any."""
     for position, template in enumerate(_recent_templates):
-        match = template.body.pattern.fullmatch(body)
+        match = template.body.match(body)
         if match is not None:
             if position:
                 _recent_templates.insert(0, _recent_templates.pop(position))
