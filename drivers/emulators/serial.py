@@ -74,7 +74,7 @@ class PtySerialDevice:
     Attributes:
         units_sent: value-carrying units written intact (frames, packets or lines).
         units_corrupted: units written damaged on purpose.
-        units_cut: units cut in half by ``unplug(mid_unit=True)``.
+        units_cut: half units written by ``send_partial_unit`` (or ``unplug(mid_unit=True)``).
         commands: every command byte string received from the host, in order.
         plug_count: how many times the device was (re)plugged.
         sent_log: with ``record=True``, (monotonic s, SpO2, pulse) of every intact unit
@@ -170,10 +170,8 @@ class PtySerialDevice:
 
         ``mid_unit``: the cable goes while a unit is on the wire; its first half is sent.
         """
-        if mid_unit and self._master is not None:
-            unit = self._format.encode(self.vitals(self.patient_time_s()), self._phase)
-            self._write(unit[: len(unit) // 2])
-            self.units_cut += 1
+        if mid_unit:
+            self.send_partial_unit(head=True)
         if self.link is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.link.unlink()
@@ -184,6 +182,17 @@ class PtySerialDevice:
             os.close(master)
         if slave is not None:
             os.close(slave)
+
+    def send_partial_unit(self, *, head: bool) -> None:
+        """Write the first (``head``) or second half of a unit, as a cut cable leaves it.
+
+        A device plugged in mid-stream starts with a second half. Counted in
+        ``units_cut``, never in ``sent_log``.
+        """
+        unit = self._format.encode(self.vitals(self.patient_time_s()), self._phase)
+        half = len(unit) // 2
+        self._write(unit[:half] if head else unit[half:])
+        self.units_cut += 1
 
     def replug(self) -> None:
         """Unplug if needed, then plug in again on a new pty."""

@@ -84,6 +84,18 @@ def settings_for(port: Path, protocol: str, **extra: Any) -> SerialOximeterSetti
     )
 
 
+def device_for(protocol: str, tmp_path: Path, **options: Any) -> PtySerialDevice:
+    """An emulator at a rate that fills 0.2 s intervals quickly, behind a by-id link."""
+    link = tmp_path / "by-id-oximeter"
+    if protocol == "nonin-df13":  # a spot check every simulated second, 10 a second
+        return PtySerialDevice(protocol, link=link, speed=10, spot_period_s=1.0, **options)
+    if protocol in ("nonin-df2", "nonin-df7"):
+        return PtySerialDevice(protocol, link=link, speed=4, **options)  # 300 frames/s
+    if protocol in ("contec-v5", "contec-v7"):
+        return PtySerialDevice(protocol, link=link, **options)  # the real 60 packages/s
+    return PtySerialDevice(protocol, link=link, speed=10, **options)
+
+
 @contextlib.asynccontextmanager
 async def rig(
     tmp_path: Path,

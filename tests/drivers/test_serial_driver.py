@@ -20,8 +20,9 @@ from drivers.emulators.serial import PtySerialDevice
 from drivers.emulators.serial_frames import Vitals, encode_df8
 from drivers.serial.driver import build
 from drivers.serial.protocols import PROTOCOLS
+from drivers.serial.transport import SerialTransport
 from tests.agent.pubharness import eventually
-from tests.drivers.serial_support import PATIENT, RecordingReporter, rig, settings_for
+from tests.drivers.serial_support import PATIENT, RecordingReporter, device_for, rig, settings_for
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -35,20 +36,9 @@ def _values(reading: Reading) -> dict[str, float | None]:
     return {q.name: q.value for q in reading.values}
 
 
-def _device_for(protocol: str, tmp_path: Path) -> PtySerialDevice:
-    link = tmp_path / "by-id-oximeter"
-    if protocol == "nonin-df13":
-        return PtySerialDevice(protocol, link=link, spot_period_s=0.1)
-    if protocol in ("nonin-df2", "nonin-df7"):
-        return PtySerialDevice(protocol, link=link, speed=4)  # 300 frames/s
-    if protocol in ("contec-v5", "contec-v7"):
-        return PtySerialDevice(protocol, link=link)  # the real 60 packages/s
-    return PtySerialDevice(protocol, link=link, speed=10)
-
-
 @pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
 async def test_each_protocol_end_to_end_into_the_outbox(tmp_path: Path, protocol: str) -> None:
-    device = _device_for(protocol, tmp_path)
+    device = device_for(protocol, tmp_path)
     async with rig(tmp_path, protocol, device=device) as r:
         rows: list[StoredReading] = await eventually(
             lambda: _at_least(r.readings(), 3), timeout_s=15
@@ -92,17 +82,17 @@ async def test_high_rate_stream_is_one_reading_per_interval(tmp_path: Path) -> N
     assert max(counts) <= 30
 
 
-@pytest.mark.parametrize("protocol", ["contec-v7"])
+@pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
 async def test_unplug_and_replug_mid_stream_recovers_and_keeps_readings(
     tmp_path: Path, protocol: str
 ) -> None:
-    device = _device_for(protocol, tmp_path)
+    device = device_for(protocol, tmp_path)
     async with rig(tmp_path, protocol, device=device) as r:
         await eventually(lambda: _at_least(r.readings(), 3), timeout_s=15)
         device.unplug()
         await eventually(lambda: r.reporter.last_state is DeviceState.DISCONNECTED)
         before = [row.reading.reading_id for row in await r.readings()]
-        first_path = device.commands and device.commands[0]
+        commands_before = len(device.commands)
         await asyncio.sleep(0.3)
         device.plug()  # a new pty; the by-id link is re-pointed
         await eventually(lambda: r.reporter.last_state is DeviceState.CONNECTED, timeout_s=8)
@@ -114,9 +104,65 @@ async def test_unplug_and_replug_mid_stream_recovers_and_keeps_readings(
     assert reasons
     assert "check the USB cable" in (reasons[0] or "")
     spec = PROTOCOLS[protocol]
-    if spec.init_commands:  # re-sent on the new port
-        assert device.commands.count(spec.init_commands[0]) >= 2
-        assert first_path == spec.init_commands[0]
+    for command in spec.init_commands:  # Nonin format select, Contec start
+        assert command in device.commands[:commands_before], "not sent on the first port"
+        assert command in device.commands[commands_before:], "not re-sent after the replug"
+
+
+def _pairs(device: PtySerialDevice) -> set[tuple[int | None, int | None]]:
+    return {(spo2, pulse) for _, spo2, pulse in device.sent_log}
+
+
+@pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
+async def test_no_partial_frame_is_stored_across_an_unplug(tmp_path: Path, protocol: str) -> None:
+    # The cable goes mid-unit (the driver has read the first half), and the device comes
+    # back streaming mid-unit, finger out: kept across the unplug, the old half and the
+    # new half would make one unit with the old SpO2 and the new missing pulse.
+    device = device_for(protocol, tmp_path, record=True)
+    async with rig(tmp_path, protocol, device=device) as r:
+        await eventually(lambda: _at_least(r.readings(), 2), timeout_s=15)
+        device.set_silent(True)
+        await asyncio.sleep(0.3)
+        device.send_partial_unit(head=True)
+        await asyncio.sleep(0.5)  # the driver reads the half unit (no assertion on time)
+        device.unplug()
+        await eventually(lambda: r.reporter.last_state is DeviceState.DISCONNECTED)
+        stored_before = len(await r.readings())
+        device.set_finger_out(True)
+        device.plug()
+        await eventually(lambda: r.reporter.last_state is DeviceState.CONNECTED, timeout_s=8)
+        device.send_partial_unit(head=False)
+        device.set_silent(False)
+        await eventually(lambda: _with_status(r.readings(), "spo2_missing"), timeout_s=15)
+        rows = await r.readings()
+    assert len(rows) > stored_before
+    sent = _pairs(device)
+    for row in rows:
+        values = _values(row.reading)
+        assert (values["spo2"], values["pulse_rate"]) in {
+            (None if s is None else float(s), None if p is None else float(p)) for s, p in sent
+        }
+
+
+async def test_a_second_open_of_the_port_is_refused_while_the_driver_holds_it(
+    tmp_path: Path,
+) -> None:
+    device = device_for("nonin-df8", tmp_path)
+    async with rig(tmp_path, "nonin-df8", device=device) as r:
+        await eventually(lambda: r.reporter.last_state is DeviceState.CONNECTED)
+        intruder = SerialTransport(
+            device.port, PROTOCOLS["nonin-df8"].link, on_data=_ignore, on_lost=_ignore
+        )
+        with pytest.raises(TransientDeviceError, match="in use by another program"):
+            await intruder.open()
+        assert not intruder.is_open
+        count = len(await r.readings())
+        await eventually(lambda: _at_least(r.readings(), count + 2), timeout_s=10)
+    assert r.reporter.last_state is DeviceState.CONNECTED  # the driver kept the port
+
+
+def _ignore(_: object) -> None:
+    """A transport callback for a port that must never deliver anything."""
 
 
 async def test_port_that_does_not_come_back_is_a_transient_error(tmp_path: Path) -> None:
@@ -176,7 +222,7 @@ async def test_garbage_and_corrupt_frames_are_counted_never_stored(tmp_path: Pat
 async def test_finger_out_gives_missing_values_and_sensor_off(
     tmp_path: Path, protocol: str
 ) -> None:
-    device = _device_for(protocol, tmp_path)
+    device = device_for(protocol, tmp_path)
     async with rig(tmp_path, protocol, device=device) as r:
         await eventually(lambda: _at_least(r.readings(), 1), timeout_s=10)
         device.set_finger_out(True)
