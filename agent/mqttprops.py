@@ -49,6 +49,8 @@ def _utf8(text: str) -> bytes:
 
 def _var_int(value: int) -> bytes:
     """An MQTT Variable Byte Integer (7 bits a byte, high bit = more follows)."""
+    if 0 <= value < 0x80:  # noqa: PLR2004 - one byte: a readings message's properties
+        return bytes((value,))
     out = bytearray()
     while True:
         value, digit = divmod(value, 128)

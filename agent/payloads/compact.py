@@ -304,8 +304,8 @@ def compact_json_rows(
 
 
 # A row as read for its message: (effective ms, receipt ms, whether it carries its own
-# receipt time "rc", its values' JSON, its other own fields' JSON), and its class index.
-_ReadRow = tuple[int, int, bool, str, str]
+# receipt time "rc", its values' JSON, its other own fields' JSON, its class index).
+_ReadRow = tuple[int, int, bool, str, str, int]
 
 
 def compact_message(
@@ -317,20 +317,22 @@ def compact_message(
     """The compact envelope as JSON text, and the first and last seq it holds.
 
     The text is written directly, not through a document: this runs for every reading
-    published. A stream sample's body is read through its stream's template (one regex
-    match) when there is one, else parsed with ``body_fields``. Row classes put the
-    tables (patients, devices, streams, contexts) and their JSON in a cache, so a
-    message that repeats the previous one's streams costs one look-up for them. The
-    bytes are pinned by golden files made with the json-module encoder
-    (tests/payloads/golden/).
+    published. The bodies of a run of one stream's samples are read through the
+    stream's template (one regex match each) when there is one, others are parsed with
+    ``body_fields``. Row classes put the tables (patients, devices, streams, contexts)
+    and their JSON in a cache, so a message that repeats the previous one's streams
+    costs one look-up for them. The bytes are pinned by golden files made with the
+    json-module encoder (tests/payloads/golden/).
     """
     tokens: dict[int, int] = {}  # outbox context id -> token, for this message
     classes: dict[_ClassKey, int] = {}
     class_parts: list[_ClassPart] = []
-    read: list[tuple[_ReadRow, int]] = []
+    read: list[_ReadRow] = []
     now_synced = now.clock_synced
     template = _recent_templates[0] if _recent_templates else None
-    for _, _, cadence, context_id, body in rows:
+    position = 0
+    while position < len(rows):
+        _, _, cadence, context_id, body = rows[position]
         token = tokens.get(context_id)
         if token is None:
             token = tokens[context_id] = _TOKENS.token(contexts[context_id])
@@ -338,9 +340,8 @@ def compact_message(
         if match is None:
             template, match = _recent_template_of(body)
         if match is not None and template is not None and (template.clock_synced or not now_synced):
-            # Nothing to re-stamp: read through the template.
+            # Nothing to re-stamp: read the run through the template.
             part_id, part = template.part_id, template.part
-            row = _templated_row(template, match.groups())
         else:
             fields = body_fields(body)
             part, row = _parsed_row(fields, contexts[context_id], now)
@@ -348,16 +349,21 @@ def compact_message(
             if match is None and (fields.clock_synced or not now_synced):
                 # A template stands for bodies as stored: learnt only from one not re-stamped.
                 template = _learn_template(body, fields, part_id, part) or template
+            match = None
         key = (token, cadence, part_id)
         index = classes.get(key)
         if index is None:
             index = classes[key] = len(class_parts)
             class_parts.append(part)
-        read.append((row, index))
+        if match is not None and template is not None:
+            position = _read_run(template, match, rows, position, index, read)
+        else:
+            read.append((*row, index))
+            position += 1
     tables, context_of_class = _layout(tuple(classes), class_parts, tokens, contexts)
     seqs = [row[0] for row in rows]
     seq0, seq_last = min(seqs), max(seqs)
-    base_ms = min([min(r[0][0], r[0][1]) for r in read])
+    base_ms = min([min(r[0], r[1]) for r in read])
     encoded = _rows_json(rows, read, seq0, base_ms, context_of_class)
     text = (
         f'{_header_json(context)},"t0":{_instant_json(base_ms)},"s0":{seq0},{tables},'
@@ -366,28 +372,54 @@ def compact_message(
     return text, seq0, seq_last
 
 
-def _templated_row(template: _Template, groups: tuple[str, ...]) -> _ReadRow:
-    """A row read through its template: ``groups`` are the values, receipt, monotonic."""
-    # No separate effective time: it is the receipt time (UTC microseconds).
-    received_ms = int(groups[-2]) // 1000
-    slots = template.slots
+def _read_run(
+    template: _Template,
+    match: re.Match[str],
+    rows: Sequence[PendingRow],
+    start: int,
+    index: int,
+    read: list[_ReadRow],
+) -> int:
+    """Read ``rows[start]`` (``match``) and the rows after it of the same stream.
+
+    Returns the position of the first row not read. A run's rows share their outbox
+    context, cadence and template, so their class (``index``).
+    """
+    cadence, context_id = rows[start][2], rows[start][3]
+    match_body = template.body.match
     texts = _number_texts
-    if slots is None:
-        values = ",".join([texts.get(n) or _number_text(n) for n in groups[:-2]])
-    else:
-        values = ",".join(
-            [
-                s if isinstance(s, str) else texts.get(groups[s]) or _number_text(groups[s])
-                for s in slots
-            ]
-        )
-    own = f'"mono":{groups[-1]}' if template.unsynced else ""
-    return received_ms, received_ms, template.own_rc, values, own
+    slots, own_rc, unsynced = template.slots, template.own_rc, template.unsynced
+    position = start
+    while True:
+        groups = match.groups()
+        # No separate effective time: it is the receipt time (UTC microseconds).
+        received_ms = int(groups[-2]) // 1000
+        if slots is None:
+            values = ",".join([texts.get(n) or _number_text(n) for n in groups[:-2]])
+        else:
+            values = ",".join(
+                [
+                    s if isinstance(s, str) else texts.get(groups[s]) or _number_text(groups[s])
+                    for s in slots
+                ]
+            )
+        own = f'"mono":{groups[-1]}' if unsynced else ""
+        read.append((received_ms, received_ms, own_rc, values, own, index))
+        position += 1
+        if position == len(rows):
+            return position
+        _, _, next_cadence, next_context_id, body = rows[position]
+        if next_cadence != cadence or next_context_id != context_id:
+            return position
+        next_match = match_body(body)
+        if next_match is None:
+            return position
+        match = next_match
 
 
 def _parsed_row(
     fields: BodyFields, context: ReadingContext, now: HubTime
-) -> tuple[_ClassPart, _ReadRow]:
+) -> tuple[_ClassPart, tuple[int, int, bool, str, str]]:
     """A row read from its parsed body: its class part, and the row."""
     if fields.clock_synced or not now.clock_synced:
         # Nothing to re-stamp (agent.clock.restamp returns the times unchanged).
@@ -415,7 +447,7 @@ def _parsed_row(
 
 def _rows_json(
     rows: Sequence[PendingRow],
-    read: list[tuple[_ReadRow, int]],
+    read: list[_ReadRow],
     seq0: int,
     base_ms: int,
     context_of_class: tuple[int, ...],
@@ -423,7 +455,7 @@ def _rows_json(
     """The rows, ``[id, seq offset, context, effective ms, values(, own)]``, comma-joined."""
     encoded = []
     ids = ids_base64url([row[1] for row in rows])
-    for row, reading_id, ((effective_ms, received_ms, own_rc, values, own), index) in zip(
+    for row, reading_id, (effective_ms, received_ms, own_rc, values, own, index) in zip(
         rows, ids, read, strict=True
     ):
         if own_rc:
