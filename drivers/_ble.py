@@ -117,6 +117,10 @@ class GattLink(Protocol):
         """Whether the connected device serves this characteristic (after connect)."""
         ...
 
+    def can_write(self, uuid: str) -> bool:
+        """Whether the device serves this characteristic and lets us write it (with response)."""
+        ...
+
     async def read(self, uuid: str) -> bytes:
         """Read a characteristic value."""
         ...
@@ -335,6 +339,11 @@ class BleakLink:
         """Whether the connected device serves this characteristic."""
         client = self._require()
         return client.services.get_characteristic(uuid128(uuid)) is not None
+
+    def can_write(self, uuid: str) -> bool:
+        """Whether the characteristic's properties include a write with response."""
+        char = self._require().services.get_characteristic(uuid128(uuid))
+        return char is not None and "write" in char.properties
 
     async def read(self, uuid: str) -> bytes:
         """Read a characteristic value."""

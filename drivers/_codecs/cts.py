@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from drivers._codecs._wire import Reader, flag_names
+from drivers._codecs._wire import Reader, flag_names, names_to_bits
+from drivers._codecs.ieee11073 import DateTimeFields
 
 if TYPE_CHECKING:
-    from drivers._codecs.ieee11073 import DateTimeFields
+    from datetime import datetime
 
 ADJUST_REASON_BITS: Final[dict[int, str]] = {
     0: "manual_time_update",
@@ -64,6 +65,21 @@ def decode_current_time(data: bytes) -> CurrentTime:
     reason = reader.uint(1, "adjust_reason")
     reader.expect_end()
     return CurrentTime(date_time, day_of_week, fractions, flag_names(reason, ADJUST_REASON_BITS))
+
+
+def encode_current_time(value: CurrentTime) -> bytes:
+    """Current Time (0x2A2B) as written to a device to set its clock: 10 bytes."""
+    reason = names_to_bits(value.adjust_reason, ADJUST_REASON_BITS)
+    tail = bytes((value.day_of_week, value.fractions256, reason))
+    return value.date_time.encode() + tail
+
+
+def current_time_at(wall: datetime, adjust_reason: tuple[str, ...]) -> CurrentTime:
+    """The Current Time value for a naive local wall-clock ``wall``."""
+    fractions = wall.microsecond * 256 // 1_000_000
+    return CurrentTime(
+        DateTimeFields.from_datetime(wall), wall.isoweekday(), fractions, adjust_reason
+    )
 
 
 def decode_local_time_information(data: bytes) -> LocalTimeInformation:

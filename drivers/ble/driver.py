@@ -36,10 +36,11 @@ from drivers.base import DeviceState
 from drivers.ble.glucose import GlucoseTransfer
 from drivers.ble.session import (
     BoundDevice,
+    DeviceClock,
     GlucoseCursor,
+    check_device_clock,
     raise_if_cancelled,
     read_battery,
-    read_clock_offset,
     read_identity,
 )
 from drivers.ble.settings import BleGlucoseSettings, BlePulseOximeterSettings, BleSettings
@@ -97,7 +98,7 @@ class Connected:
     """What a session knows once identity and clock are read."""
 
     identity: DeviceIdentity
-    clock_offset_s: float | None
+    clock: DeviceClock
 
 
 def plan_for(settings: BleSettings) -> SessionPlan:
@@ -219,10 +220,10 @@ class BleDriver:
     async def _prepare(self, link: GattLink) -> Connected:
         identity = await read_identity(link, self._bound, self._ctx.reporter)
         await read_battery(link, self._ctx.reporter)
-        offset_s = await read_clock_offset(
+        clock = await check_device_clock(
             link, self._ctx.reporter, self._ctx.clock.now(), self._ctx.timezone_name
         )
-        return Connected(identity, offset_s)
+        return Connected(identity, clock)
 
     async def _subscribe(self, link: GattLink, queue: asyncio.Queue[Notification | None]) -> None:
         present = [u for u in self._plan.measurement_uuids if link.has_characteristic(f"{u:04X}")]
@@ -249,7 +250,7 @@ class BleDriver:
                 self._cursor,
                 self._ctx,
                 connected.identity,
-                connected.clock_offset_s,
+                connected.clock,
                 self._settings.idle_s,
                 DRIVER_VERSION,
             )
@@ -304,7 +305,7 @@ class BleDriver:
             await self._ctx.sink.capture(readings)
 
     def _to_readings(self, item: Notification, connected: Connected) -> list[Reading]:
-        readings = to_readings(item, connected.identity, connected.clock_offset_s, self._ctx)
+        readings = to_readings(item, connected.identity, connected.clock, self._ctx)
         user_id = getattr(self._settings, "user_id", None)
         if user_id is None:
             return readings
@@ -319,7 +320,7 @@ class BleDriver:
 def to_readings(
     item: Notification,
     identity: DeviceIdentity,
-    clock_offset_s: float | None,
+    clock: DeviceClock,
     ctx: DriverContext,
     decoded: object | None = None,
 ) -> list[Reading]:
@@ -343,7 +344,9 @@ def to_readings(
         received=item.received,
         driver_version=DRIVER_VERSION,
         timezone_name=ctx.timezone_name,
-        device_clock_offset_s=clock_offset_s,
+        device_clock_offset_s=clock.offset_s,
+        device_clock_unset=clock.unset,
+        session_status=clock.reading_status(),
     )
 
 

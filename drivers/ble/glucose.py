@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from drivers._ble import GattLink
     from drivers.base import DriverContext
     from drivers.ble.driver import Notification
-    from drivers.ble.session import GlucoseCursor
+    from drivers.ble.session import DeviceClock, GlucoseCursor
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class GlucoseTransfer:
         cursor: GlucoseCursor,
         ctx: DriverContext,
         identity: DeviceIdentity,
-        clock_offset_s: float | None,
+        clock: DeviceClock,
         idle_s: float,
         driver_version: str,
     ) -> None:
@@ -72,7 +72,7 @@ class GlucoseTransfer:
         self._cursor = cursor
         self._ctx = ctx
         self._identity = identity
-        self._offset_s = clock_offset_s
+        self._clock = clock
         self._idle_s = max(idle_s, _RACP_TIMEOUT_S)
         self._driver_version = driver_version
         self._pending: tuple[GlucoseMeasurement, Notification] | None = None
@@ -199,7 +199,7 @@ class GlucoseTransfer:
         from drivers.ble.driver import to_readings  # noqa: PLC0415 - import cycle
 
         readings = to_readings(
-            item, self._identity, self._offset_s, self._ctx, GlucoseRecord(measurement, context)
+            item, self._identity, self._clock, self._ctx, GlucoseRecord(measurement, context)
         )
         if readings:
             await self._ctx.sink.capture(readings)

@@ -11,7 +11,7 @@ own map to no reading; join a context to its measurement with ``GlucoseRecord``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 
 from agent.readings import Cadence, Kind, Quantity, make_reading
@@ -359,6 +359,8 @@ def measurement_to_readings(
     driver_version: str,
     timezone_name: str,
     device_clock_offset_s: float | None,
+    device_clock_unset: bool = False,
+    session_status: tuple[str, ...] = (),
 ) -> list[Reading]:
     """The Readings a decoded characteristic value stands for (often one, maybe none).
 
@@ -372,6 +374,9 @@ def measurement_to_readings(
         driver_version: Version of the calling driver.
         timezone_name: IANA zone the device's naive wall clock is read in.
         device_clock_offset_s: Measured device-minus-hub clock offset, if known.
+        device_clock_unset: The device said (Current Time) its clock was never set: its
+            timestamps are flagged and not trusted, whatever the measurement says.
+        session_status: Flags for every reading of the session (``device_clock_set_by_hub``).
 
     Returns:
         The readings; [] for progress-only values (0x2A36, 0x2A1E), a lone glucose
@@ -389,7 +394,17 @@ def measurement_to_readings(
         "device_clock_offset_s": device_clock_offset_s,
         "timezone_name": timezone_name,
     }
-    return [_make(draft, shared) for draft in _draft(uuid16, decoded)]
+    drafts = _draft(uuid16, decoded)
+    if device_clock_unset or session_status:
+        drafts = [
+            replace(
+                d,
+                device_clock_unset=d.device_clock_unset or device_clock_unset,
+                status=(*d.status, *session_status),
+            )
+            for d in drafts
+        ]
+    return [_make(draft, shared) for draft in drafts]
 
 
 def _make(draft: _Draft, shared: dict[str, Any]) -> Reading:

@@ -12,14 +12,15 @@ import asyncio
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Final
 from zoneinfo import ZoneInfo
 
-from agent.errors import DecodeError, OutboxError, PermanentDeviceError
+from agent.errors import DecodeError, OutboxError, PermanentDeviceError, TransientDeviceError
 from agent.readings import DeviceIdentity
 from drivers._codecs.battery import decode_battery_level
-from drivers._codecs.cts import decode_current_time
+from drivers._codecs.cts import current_time_at, decode_current_time, encode_current_time
 from drivers._codecs.dis import decode_dis_string
 from drivers.base import DeviceState
 
@@ -106,28 +107,86 @@ async def read_battery(link: GattLink, reporter: DeviceReporter) -> None:
         log.warning("battery level unreadable: %s", exc.field)
 
 
-async def read_clock_offset(
+@dataclass(frozen=True, slots=True)
+class DeviceClock:
+    """What one connection learned of the device clock (Current Time 0x2A2B).
+
+    ``offset_s`` is device minus hub, measured BEFORE any write: the records the device
+    sends in this session were stamped by that clock, so it is the correction for them.
+    """
+
+    offset_s: float | None = None
+    unset: bool = False  # the device says its clock was never set (or it is before 2010)
+    set_by_hub: bool = False  # the hub wrote its time to the device on this connection
+
+    def reading_status(self) -> tuple[str, ...]:
+        """Flags carried by every reading of this session."""
+        return ("device_clock_set_by_hub",) if self.set_by_hub else ()
+
+
+# Off by more than this, a device clock is set from a synchronised hub. Small enough that
+# a corrected time is never far off; large enough not to write on every connection for
+# a few seconds of drift (some devices log every time change).
+CLOCK_WRITE_THRESHOLD_S: Final = 60.0
+_PLAUSIBLE_EARLIEST: Final = datetime(2010, 1, 1)  # noqa: DTZ001 - device-local wall time
+
+
+async def check_device_clock(
     link: GattLink, reporter: DeviceReporter, received: HubTime, timezone_name: str
-) -> float | None:
-    """Device clock minus hub clock in seconds (Current Time Service), or None.
+) -> DeviceClock:
+    """Read the device clock, record its offset, and set it from the hub when safe.
 
     Device clocks are local wall time with no zone (ble-profiles.md §0), so the hub's UTC
-    time is converted to the patient's zone before subtracting.
+    time is converted to the patient's zone. The hub writes Current Time only when all of
+    these hold: the hub clock is synchronised (a Pi without NTP would spread its own
+    error), the device clock is unset or off by more than ``CLOCK_WRITE_THRESHOLD_S``, and
+    the device lets us write 0x2A2B (write is optional in CTS). A refused write is counted
+    and the session goes on: the offset still corrects the readings.
     """
     if not link.has_characteristic(CURRENT_TIME):
-        return None
+        return DeviceClock()
     try:
         device_now = decode_current_time(await link.read(CURRENT_TIME)).date_time.to_datetime()
     except DecodeError as exc:
         reporter.count("decode_errors")
         log.warning("current time unreadable: %s", exc.field)
-        return None
-    if device_now is None:  # clock never set: no meaningful offset
-        return None
+        return DeviceClock()
     hub_local = received.utc.astimezone(ZoneInfo(timezone_name)).replace(tzinfo=None)
-    offset_s = (device_now - hub_local).total_seconds()
-    reporter.set_clock_offset(offset_s)
-    return offset_s
+    if device_now is None or device_now < _PLAUSIBLE_EARLIEST:
+        # Never set (year 0, or the 2000-01-01 of a reset): no meaningful offset, and the
+        # records it stamped are flagged and placed at receipt time.
+        reporter.count("device_clock_unset")
+        clock = DeviceClock(unset=True)
+    else:
+        offset_s = (device_now - hub_local).total_seconds()
+        reporter.set_clock_offset(offset_s)
+        clock = DeviceClock(offset_s=offset_s)
+        if abs(offset_s) <= CLOCK_WRITE_THRESHOLD_S:
+            return clock
+    if not received.clock_synced:
+        reporter.count("clock_write_skipped_hub_unsynced")
+        return clock
+    if await _write_clock(link, reporter, hub_local):
+        log.info("device clock set from the hub (it was %s)", "unset" if clock.unset else "off")
+        return replace(clock, set_by_hub=True)
+    return clock
+
+
+async def _write_clock(link: GattLink, reporter: DeviceReporter, hub_local: datetime) -> bool:
+    """Write the hub's local time to Current Time; False (counted) if refused or read-only."""
+    if not link.can_write(CURRENT_TIME):
+        reporter.count("clock_not_writable")
+        return False
+    value = encode_current_time(current_time_at(hub_local, ("external_reference_time_update",)))
+    try:
+        await link.write(CURRENT_TIME, value)
+    except TransientDeviceError as exc:
+        # CTS may answer 0x80 "data field ignored"; a lost link shows on the next step.
+        reporter.count("clock_write_failed")
+        log.info("device clock not set: %s", exc)
+        return False
+    reporter.count("clock_writes")
+    return True
 
 
 def raise_if_cancelled() -> None:

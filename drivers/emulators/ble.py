@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 from bumble.controller import Controller
 from bumble.core import AdvertisingData, BaseBumbleError
 from bumble.device import Connection, Device, Peer
+from bumble.gatt import Characteristic
 from bumble.hci import Address
 from bumble.host import Host
 from bumble.link import LocalLink
@@ -220,6 +221,11 @@ class BumbleLink:
     def has_characteristic(self, uuid: str) -> bool:
         """Whether the connected device serves this characteristic."""
         return uuid128(uuid) in self._chars
+
+    def can_write(self, uuid: str) -> bool:
+        """Whether the characteristic's properties include a write with response."""
+        char = self._chars.get(uuid128(uuid))
+        return char is not None and bool(char.properties & Characteristic.Properties.WRITE)
 
     def _char(self, uuid: str) -> CharacteristicProxy[bytes]:
         if self._connection is None:

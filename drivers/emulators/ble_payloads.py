@@ -327,10 +327,8 @@ def encode_date_time(value: DateTimeFields) -> bytes:
 
 
 def encode_current_time(value: cts.CurrentTime) -> bytes:
-    """Current Time 0x2A2B (what the hub writes to set a device clock, too)."""
-    reason = names_to_bits(value.adjust_reason, cts.ADJUST_REASON_BITS)
-    tail = bytes((value.day_of_week, value.fractions256, reason))
-    return value.date_time.encode() + tail
+    """Current Time 0x2A2B (the hub's own encoder: it writes this to set a device clock)."""
+    return cts.encode_current_time(value)
 
 
 def encode_local_time_information(value: cts.LocalTimeInformation) -> bytes:

@@ -25,9 +25,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
+from bumble.att import ATT_Error, ErrorCode
 from bumble.core import AdvertisingData
 from bumble.gatt import Characteristic, CharacteristicValue, Service
 
+from agent.errors import DecodeError
+from drivers._codecs.cts import decode_current_time
 from drivers.emulators.ble import make_device
 
 if TYPE_CHECKING:
@@ -58,6 +61,8 @@ class DeviceInfo:
     firmware: str = "1.0.0"
     battery_percent: int = 87
     clock_offset_s: float | None = 0.0  # device clock minus host clock; None: no CTS
+    clock_unset: bool = False  # Current Time reads year 0 ("never set") until written
+    clock_writable: bool = True  # Current Time accepts writes (optional in CTS)
 
 
 def current_time_bytes(when: datetime) -> bytes:
@@ -91,6 +96,7 @@ class EmulatedPeripheral:
         self.records_sent = 0  # in the current connection
         self.connections_seen = 0
         self.paired = False  # a bond was made (Just Works, bumble's default delegate)
+        self.clock_writes: list[bytes] = []  # Current Time values the hub wrote
         self._tasks: set[asyncio.Task[None]] = set()
 
     def profile_characteristics(self) -> list[Characteristic[Any]]:
@@ -119,8 +125,12 @@ class EmulatedPeripheral:
         )
         services = [dis, battery]
         if self.info.clock_offset_s is not None:
+            writable = self.info.clock_writable
             cts: Characteristic[bytes] = Characteristic(
-                "2A2B", _R | _N, _READABLE, CharacteristicValue(read=self._now)
+                "2A2B",
+                _R | _N | _W if writable else _R | _N,
+                _RW if writable else _READABLE,
+                CharacteristicValue(read=self._now, write=self._set_time if writable else None),
             )
             services.append(Service("1805", [cts]))
         return services
@@ -132,9 +142,23 @@ class EmulatedPeripheral:
         return bytes([self.info.battery_percent])
 
     def _now(self, _conn: Connection) -> bytes:
+        if self.info.clock_unset:
+            return bytes(10)  # Date Time all zero: year, month and day "not known"
         offset = timedelta(seconds=self.info.clock_offset_s or 0.0)
         # Device clocks are local wall clocks with no zone; the emulator uses the host's.
         return current_time_bytes(datetime.now() + offset)  # noqa: DTZ005
+
+    def _set_time(self, _conn: Connection, value: bytes) -> None:
+        """The hub set the clock: keep the offset it implies (and what it wrote)."""
+        self.clock_writes.append(bytes(value))
+        try:
+            written = decode_current_time(bytes(value)).date_time.to_datetime()
+        except DecodeError as exc:
+            raise ATT_Error(ErrorCode.INVALID_ATTRIBUTE_LENGTH) from exc
+        if written is None:
+            raise ATT_Error(ErrorCode.VALUE_NOT_ALLOWED)
+        self.info.clock_unset = False
+        self.info.clock_offset_s = (written - datetime.now()).total_seconds()  # noqa: DTZ005
 
     async def attach(self, world: BleWorld) -> None:
         """Create the bumble Device on the world's link, serve GATT and advertise."""

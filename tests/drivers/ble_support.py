@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
+    from agent.clock import Clock
     from agent.readings import DeviceIdentity, Reading
     from drivers.ble.driver import BleDriver
     from drivers.emulators.ble_peripherals import EmulatedPeripheral
@@ -62,10 +63,12 @@ class RecordingReporter:
         self.counters[counter] += n
 
 
-def make_ctx(sink: ReadingSink, reporter: RecordingReporter) -> DriverContext:
+def make_ctx(
+    sink: ReadingSink, reporter: RecordingReporter, clock: Clock | None = None
+) -> DriverContext:
     return DriverContext(
         sink=sink,
-        clock=SystemClock(),
+        clock=clock or SystemClock(),
         reporter=reporter,
         patient=PATIENT,
         timezone_name="Europe/London",
@@ -139,13 +142,20 @@ async def outbox_fixture(tmp_path: Path) -> AsyncIterator[Outbox]:
 class Harness:
     """A driver running as a task against the world, with a real Outbox and a reporter."""
 
-    def __init__(self, world: BleWorld, tmp_path: Path, outbox: Outbox, settings: Any) -> None:
+    def __init__(
+        self,
+        world: BleWorld,
+        tmp_path: Path,
+        outbox: Outbox,
+        settings: Any,
+        clock: Clock | None = None,
+    ) -> None:
         self.reporter = RecordingReporter()
         self.outbox = outbox
         self.make = functools.partial(
             build,
             settings,
-            make_ctx(outbox, self.reporter),
+            make_ctx(outbox, self.reporter, clock),
             link_factory=world.link_factory,
             scanner_factory=world.scanner_factory,
             state_dir=tmp_path / "state",

@@ -14,14 +14,26 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
+class FakeCharacteristic:
+    """Stands in for ``BleakGATTCharacteristic`` (its ``properties`` list of names)."""
+
+    def __init__(self, properties: list[str]) -> None:
+        self.properties = properties
+
+
 class FakeServices:
     """Stands in for ``BleakGATTServiceCollection.get_characteristic``."""
 
     def __init__(self, uuids: set[str]) -> None:
         self.uuids = uuids
+        self.writable: set[str] = set()
 
-    def get_characteristic(self, specifier: int | str | uuid.UUID) -> object | None:
-        return specifier if str(specifier) in self.uuids else None
+    def get_characteristic(self, specifier: int | str | uuid.UUID) -> FakeCharacteristic | None:
+        if str(specifier) not in self.uuids:
+            return None
+        return FakeCharacteristic(
+            ["read", "write"] if str(specifier) in self.writable else ["read"]
+        )
 
 
 class FakeBleakClient:

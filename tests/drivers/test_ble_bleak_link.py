@@ -73,6 +73,16 @@ async def test_reads_writes_and_notifications_pass_bytes_through() -> None:
     assert not link.is_connected
 
 
+async def test_can_write_follows_the_characteristics_properties() -> None:
+    current_time = uuid128("2A2B")
+    client = FakeBleakClient({SERIAL: b"SN0001", current_time: bytes(10)})
+    link = await connected(client)
+    assert not link.can_write("2A2B")  # Current Time is read/notify unless the device says so
+    client.services.writable.add(current_time)
+    assert link.can_write("2A2B")
+    assert not link.can_write("2A1C")  # not served at all
+
+
 async def test_bleak_errors_become_transient_with_advice() -> None:
     client = FakeBleakClient({SERIAL: b"SN0001"})
     link = await connected(client)

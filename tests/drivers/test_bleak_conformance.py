@@ -12,6 +12,7 @@ from typing import Any
 import bleak
 import bleak_retry_connector
 import pytest
+from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.scanner import AdvertisementData
 from bleak.backends.service import BleakGATTServiceCollection
 
@@ -45,6 +46,8 @@ def test_is_connected_and_services_are_properties() -> None:
     assert isinstance(inspect.getattr_static(bleak.BleakClient, "is_connected"), property)
     assert isinstance(inspect.getattr_static(bleak.BleakClient, "services"), property)
     assert hasattr(BleakGATTServiceCollection, "get_characteristic")
+    # BleakLink.can_write reads the characteristic's property names ("write", ...).
+    assert isinstance(inspect.getattr_static(BleakGATTCharacteristic, "properties"), property)
 
 
 def test_establish_connection_takes_what_connect_with_retry_passes() -> None:
