@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from agent.outbox import Outbox
 from drivers.ble.settings import BleGlucoseSettings
 from drivers.emulators.ble_glucose_meter import GlucoseMeter, MeterRecord
 from tests.drivers.ble_support import (
@@ -20,7 +21,6 @@ from tests.drivers.ble_support import (
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from agent.outbox import Outbox
     from drivers.emulators.ble import BleWorld
 
 pytestmark = pytest.mark.bumble
@@ -39,29 +39,40 @@ def meter_with_two_records() -> GlucoseMeter:
 
 
 async def test_glucose_racp_resumes_after_cursor_across_restart(
-    world: BleWorld, tmp_path: Path, outbox: Outbox
+    world: BleWorld, tmp_path: Path
 ) -> None:
     meter = meter_with_two_records()
     await meter.attach(world)
-    # rest_s keeps the first driver from reconnecting before the "restart" below.
+    # rest_s keeps the first driver from reconnecting before the restart below.
     settings = BleGlucoseSettings(id="glucose", address=METER, idle_s=0.5, rest_s=60)
+    database = tmp_path / "outbox.db"
+    outbox = await Outbox.open(database)
     hub = Harness(world, tmp_path, outbox, settings)
     hub.start()
     try:
         await hub.wait_for_count(2)
         # The transfer ends at the RACP response; the meter is then released.
         await wait_until(lambda: meter.connections_seen == 1 and not meter.is_connected)
-        await hub.stop()  # the agent restarts: a new driver instance, same state dir
-        meter.add_record(MeterRecord(3, glucose_payload(3, 101)))
-        hub.start()
-        await hub.wait_for_count(3)
-        await wait_until(lambda: len(meter.racp.requests) >= 2)
     finally:
         await hub.stop()
+        await outbox.close()
+    # A real restart of the agent side: the outbox reopened from its file, a new
+    # driver (and everything it holds in memory) on the same state directory.
+    meter.add_record(MeterRecord(3, glucose_payload(3, 101)))
+    outbox = await Outbox.open(database)
+    hub = Harness(world, tmp_path, outbox, settings)
+    hub.start()
+    try:
+        await hub.wait_for_count(3)
+        await wait_until(lambda: len(meter.racp.requests) >= 2)
+        rows = await hub.readings()
+    finally:
+        await hub.stop()
+        await outbox.close()
     # The first request asks for all records; after the restart only those after 2.
-    assert meter.racp.requests[0] == bytes.fromhex("0101")
-    assert meter.racp.requests[1] == bytes.fromhex("0103010300")
-    assert [r.device_seq for r in await hub.readings()] == [1, 2, 3]
+    assert meter.racp.requests == [bytes.fromhex("0101"), bytes.fromhex("0103010300")]
+    assert [r.device_seq for r in rows] == [1, 2, 3]
+    assert hub.reporter.counters["glucose_meter_resets"] == 0
 
 
 async def test_glucose_drop_between_record_and_context_commits_nothing_partial(
