@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from drivers.base import DeviceSettings
-from drivers.serial.protocols import ProtocolId
+from drivers.serial.protocol_ids import ProtocolId
 
 SPOT_EXPECTED_INTERVAL_S = 86_400.0
 

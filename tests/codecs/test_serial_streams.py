@@ -6,6 +6,7 @@ import random
 import subprocess
 import sys
 from datetime import datetime
+from typing import get_args
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,6 +20,7 @@ from drivers.emulators.serial_frames import (
     encode_masimo,
 )
 from drivers.serial.aggregate import Interval, IntervalAggregator, merge
+from drivers.serial.protocol_ids import ProtocolId
 from drivers.serial.protocols import PROTOCOLS, Sample
 
 WHEN = datetime(2026, 11, 27, 10, 30)  # noqa: DTZ001 - device wall time
@@ -219,3 +221,8 @@ def test_an_interval_after_a_gap_is_its_grid_interval() -> None:
     closed = agg.add(_s(96, 71), now_s=17.1)  # the device was silent for 6 s
     assert [c.sample.spo2 for c in closed] == [97]
     assert agg.deadline_s == 18.0
+
+
+def test_every_protocol_a_config_may_name_has_a_decoder() -> None:
+    # The ids live apart from the decoders (config validation imports only the ids).
+    assert set(get_args(ProtocolId)) == set(PROTOCOLS)

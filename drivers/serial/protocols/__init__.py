@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
+from drivers.serial.protocol_ids import ProtocolId
 from drivers.serial.protocols.base import Decoder, DecoderStats, Sample
 from drivers.serial.protocols.contec import (
     V7_KEEPALIVE,
@@ -36,17 +37,6 @@ __all__ = [
     "ProtocolId",
     "ProtocolSpec",
     "Sample",
-]
-
-ProtocolId = Literal[
-    "nonin-df2",
-    "nonin-df7",
-    "nonin-df8",
-    "nonin-df13",
-    "nonin-ascii",
-    "contec-v5",
-    "contec-v7",
-    "masimo-ascii",
 ]
 
 
