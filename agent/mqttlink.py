@@ -22,7 +22,7 @@ import ssl
 from typing import TYPE_CHECKING, Any, Final
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 
 from agent.errors import PublishError, TlsConfigError
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from paho.mqtt.client import SocketLike
+    from paho.mqtt.client import SocketLike, _OutPacket
     from paho.mqtt.properties import Properties
     from paho.mqtt.reasoncodes import ReasonCode
 
@@ -61,15 +61,24 @@ MISC_INTERVAL_S: Final = 1.0  # paho's own loop calls loop_misc about once a sec
 # longest silence is 1.05 x keepalive + one round trip.
 HALF_OPEN_SILENCE: Final = 1.4
 RECV_CHUNK_BYTES: Final = 65536  # one recv per socket wake-up (a burst of PUBACKs)
+PUBLISH_COMMAND: Final = 0x30  # MQTT fixed header packet types (high nibble)
+DISCONNECT_COMMAND: Final = 0xE0
 
 
 class BufferedClient(mqtt.Client):
-    """A paho client that takes whatever the socket holds in one ``recv``.
+    """A paho client that reads a burst in one ``recv`` and writes one in one ``send``.
 
     paho reads each packet in three ``recv`` calls (type, length, body) and ends every
     read with a failing one: four system calls per PUBACK. Here one call serves a whole
     burst of PUBACKs from a buffer. Bytes already in the buffer do not wake the event
     loop, so ``MqttLink`` keeps calling ``loop_read`` while ``buffered_bytes`` says so.
+
+    paho writes each queued packet with its own ``send``; a loop turn that publishes
+    several messages (a PUBACK burst reopens the window) queues several. Packets that
+    paho does nothing for once written (anything but a QoS 0 PUBLISH, which calls
+    ``on_publish``, and DISCONNECT) are joined into one: the same bytes in the same
+    order, and paho's own bookkeeping of a partly written packet still applies.
+    PUBACKs are untouched: each still reaches ``on_publish`` with its reason code.
     """
 
     _rbuf: bytes = b""
@@ -88,6 +97,25 @@ class BufferedClient(mqtt.Client):
         piece = buf[pos : pos + bufsize]
         self._rbuf, self._rpos = buf, pos + len(piece)
         return piece  # b"" only when the socket said end of stream, as paho expects
+
+    def _packet_write(self) -> MQTTErrorCode:
+        queued = self._out_packet
+        if len(queued) > 1 and _needs_nothing_when_sent(queued[0]):
+            run = [queued.popleft()]
+            while queued and _needs_nothing_when_sent(queued[0]):
+                run.append(queued.popleft())
+            data = b"".join([packet["packet"][packet["pos"] :] for packet in run])
+            # The first packet's type (one that needs nothing) for the joined bytes.
+            queued.appendleft({**run[0], "pos": 0, "to_process": len(data), "packet": data})
+        return super()._packet_write()
+
+
+def _needs_nothing_when_sent(packet: _OutPacket) -> bool:
+    """Whether paho does nothing once ``packet`` (an out-packet dict) is fully written."""
+    command = packet["command"] & 0xF0
+    if command == PUBLISH_COMMAND:
+        return bool(packet["qos"])  # QoS 0: on_publish is called when written
+    return command != DISCONNECT_COMMAND  # DISCONNECT: paho closes the socket after it
 
 
 class MqttLink:

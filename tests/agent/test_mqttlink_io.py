@@ -1,7 +1,9 @@
-"""The link's socket handling against a real Mosquitto: bursts are read in full at once."""
+"""The link's socket handling against a real Mosquitto: bursts are read in full at once,
+and the packets of one loop turn are written in one send, each PUBACK still reaching us."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
@@ -89,6 +91,65 @@ async def test_an_aborted_link_is_collected_without_an_error(
     await link.finish()
     assert link.closed.done()
     link.client.__del__()  # what the garbage collector runs, whenever it gets to it
+
+
+def _count_sends(link: MqttLink) -> list[int]:
+    """The size of every ``send`` the link's client makes from now on."""
+    sizes: list[int] = []
+    send = link.client._sock_send  # the one place paho writes the socket
+
+    def counting(data: bytes) -> int:
+        sizes.append(len(data))
+        return send(data)
+
+    link.client._sock_send = counting  # type: ignore[method-assign,assignment]
+    return sizes
+
+
+async def test_publishes_of_one_loop_turn_go_in_one_send_each_with_its_reason_code(
+    private_broker: MosquittoBroker, topic_prefix: str, tmp_path: Path
+) -> None:
+    base = f"{topic_prefix}/{HUB_ID}"
+    private_broker.acl_lines = [f"topic readwrite {base}/ok", f"topic readwrite {base}/nobody"]
+    private_broker.extra_lines.append("user root")  # see test_publisher's ACL test
+    private_broker.start()
+    listener = Subscriber(private_broker.host, private_broker.port, [f"{base}/ok"])
+    config = make_config(private_broker.host, private_broker.port, topic_prefix, tmp_path)
+    link = await connect_link(config.mqtt, "send-test", f"{base}/will", _no_ack, _no_msg)
+    try:
+        sizes = _count_sends(link)
+        # Mosquitto closes the connection after a 0x87, so the refused message goes last.
+        leaves = ("ok", "nobody", "ok", "nobody", "denied")
+        mids = [link.client.publish(f"{base}/{leaf}", b"x", qos=1).mid for leaf in leaves]
+        codes = await asyncio.gather(*[link.wait_ack(mid) for mid in mids])
+        assert codes == [0x00, 0x10, 0x00, 0x10, 0x87]
+        assert len(sizes) == 1  # five PUBLISH packets, one send
+        await eventually(lambda: len(listener.messages()) == 2)
+    finally:
+        listener.close()
+        link.abort()
+        await link.finish()
+
+
+async def test_a_burst_larger_than_the_socket_buffer_is_written_in_full(
+    broker: MosquittoBroker, topic_prefix: str, tmp_path: Path
+) -> None:
+    # 40 x 256 KiB in one loop turn: the joined packet is written in parts as the socket
+    # drains (paho keeps the rest and the link waits for "writable"); every PUBACK comes.
+    config = make_config(broker.host, broker.port, topic_prefix, tmp_path)
+    link = await connect_link(config.mqtt, "burst-test", f"{topic_prefix}/will", _no_ack, _no_msg)
+    try:
+        sizes = _count_sends(link)
+        payload = bytes(256 * 1024)
+        topic = f"{topic_prefix}/{HUB_ID}/big"
+        mids = [link.client.publish(topic, payload, qos=1).mid for _ in range(40)]
+        codes = await asyncio.gather(*[link.wait_ack(mid) for mid in mids])
+        assert codes == [0x10] * 40
+        assert sum(sizes) >= 40 * len(payload)
+        assert len(sizes) > 1  # it did not fit in one send
+    finally:
+        link.abort()
+        await link.finish()
 
 
 def _no_ack(_link: MqttLink, _mid: int, _code: int) -> None:
