@@ -14,6 +14,12 @@ fi
 if ! command -v dbus-daemon >/dev/null 2>&1; then
     missing="$missing dbus-daemon" # a private bus for the fake BlueZ (python-dbusmock) tests
 fi
+# python-dbusmock's dbus-python is built from source by pip: it needs these headers.
+for pkg in pkg-config libdbus-1-dev libglib2.0-dev; do
+    if ! dpkg -s "$pkg" >/dev/null 2>&1; then
+        missing="$missing $pkg"
+    fi
+done
 if [ -n "$missing" ]; then
     echo "setup: installing Debian packages:$missing" >&2
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
