@@ -8,8 +8,9 @@ runs (``agent.localstatus``: a state file whose pid is alive): deleting a databa
 a live writer would leave it writing to an unlinked file.
 
 Removed, each path printed: the outbox database and its ``-wal``/``-shm``, the seq guard
-``<outbox>.seq``, ``state.json``, the BLE glucose cursors (``ble-<id>.cursor.json``) and
-quarantined ``*.corrupt-*`` databases, plus the temporary files these are written through.
+``<outbox>.seq``, ``state.json``, the BLE glucose cursors (``ble-<id>.cursor.json``),
+quarantined ``*.corrupt-*`` databases, the adapter ladder's reboot count and pending
+``*.request`` files, plus the temporary files these are written through.
 Quarantined databases cannot be counted, so they also need ``--force``.
 
 Then the BlueZ bond of every configured BLE device is removed (``agent.bluez_bonds``,
@@ -226,8 +227,16 @@ def _artefacts(outbox: Path) -> list[Path]:
         guard,
         guard.with_name(guard.name + ".tmp"),
         state,
+        # The BLE adapter ladder's reboot count: the next patient's hub starts from zero.
+        directory / "ble-adapter-reboots",
     ]
-    patterns = (f".{state.name}.*.tmp", "ble-*.cursor.json", "ble-*.cursor.tmp", "*.corrupt-*")
+    patterns = (
+        f".{state.name}.*.tmp",
+        "ble-*.cursor.json",
+        "ble-*.cursor.tmp",
+        "*.corrupt-*",
+        "*.request",  # an adapter-ladder request not yet taken by its privileged unit
+    )
     globbed = [p for pattern in patterns for p in sorted(directory.glob(pattern))]
     return [p for p in named + globbed if p.is_file() or p.is_symlink()]
 

@@ -50,11 +50,14 @@ def _artefacts(tmp: Path) -> list[Path]:
     corrupt.write_bytes(b"not a database")
     corrupt_wal = state_dir / "outbox.db.corrupt-20261127T010203000000Z-wal"
     corrupt_wal.write_bytes(b"junk")
+    ladder = [state_dir / "ble-adapter-reboots", state_dir / "bluetooth-restart.request"]
+    for path in ladder:  # the BLE adapter ladder's files (drivers/ble/adapter.py)
+        path.write_text("1")
     sidecars = [outbox.with_name(outbox.name + s) for s in ("-wal", "-shm")]
     for side in sidecars:  # what a power cut leaves beside the database
         if not side.exists():
             side.write_bytes(b"")
-    return [outbox, guard_path(outbox), state, cursor, corrupt, corrupt_wal, *sidecars]
+    return [outbox, guard_path(outbox), state, cursor, corrupt, corrupt_wal, *ladder, *sidecars]
 
 
 def test_refused_while_readings_are_unsent(
