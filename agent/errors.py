@@ -31,7 +31,17 @@ class DecodeError(AgentError, ValueError):
 
 
 class DeviceError(AgentError):
-    """A device session failed."""
+    """A device session failed.
+
+    ``str()`` is the actionable text for the device status (it may name the device's
+    serial or address); ``log_text`` is what a log line at INFO and above may say, the
+    same unless the raiser gives a shorter one without device identifiers.
+    """
+
+    def __init__(self, message: str, *, log_text: str | None = None) -> None:
+        """Keep the status text and the log text apart."""
+        super().__init__(message)
+        self.log_text = message if log_text is None else log_text
 
 
 class TransientDeviceError(DeviceError):

@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 NS_PER_S: Final = 1_000_000_000
 READING_STATUS_MIN_INTERVAL_S: Final = 60.0
 READING_STATUS_MIN_NS: Final = int(READING_STATUS_MIN_INTERVAL_S * NS_PER_S)
+DEVICE_ERROR_ALARM: Final = "device_error"  # + ":<device id>", one alarm per device
+
+
+def device_alarm_name(device_id: str) -> str:
+    """The hub alarm a device raises while it needs a person (state ERROR)."""
+    return f"{DEVICE_ERROR_ALARM}:{device_id}"
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -68,8 +74,15 @@ class DeviceHealth:
         clock: Clock,
         on_change: Callable[[str], None],
         expected_interval_s: float | None = None,
+        alarms: Health | None = None,
     ) -> None:
-        """Start as never seen. ``on_change(device_id)`` fires when the status changes."""
+        """Start as never seen. ``on_change(device_id)`` fires when the status changes.
+
+        ``alarms`` (the hub's Health) gets a ``device_error:<id>`` alarm while the device
+        needs a person: raised when it enters ERROR (a wrong device at the patient's home,
+        a refused pairing...), cleared by its next reading. Retries in between (seen,
+        connected, refused again) do not clear it.
+        """
         self.device_id = device_id
         self.expected_interval_s = expected_interval_s
         self.state = DeviceState.NOT_SEEN
@@ -85,6 +98,7 @@ class DeviceHealth:
         self.counters: dict[str, int] = {}
         self._clock = clock
         self._on_change = on_change
+        self._alarms = alarms
         self._reading_notified_ns: int | None = None
 
     def _seen(self) -> None:
@@ -98,6 +112,10 @@ class DeviceHealth:
         self.state, self.reason = state, reason
         if state in (DeviceState.CONNECTED, DeviceState.SEEN):
             self._seen()
+        if state is DeviceState.ERROR and self._alarms is not None:
+            self._alarms.raise_alarm(
+                device_alarm_name(self.device_id), f"{self.device_id}: {reason or 'error'}"
+            )
         if changed:
             self._on_change(self.device_id)
 
@@ -132,6 +150,8 @@ class DeviceHealth:
         1 Hz stream must not cost a retained publish per sample (the periodic health
         report carries the latest time anyway).
         """
+        if self._alarms is not None:
+            self._alarms.clear_alarm(device_alarm_name(self.device_id))  # it works again
         first_of_kind = kind != self.last_reading_kind
         self.last_reading_at = at
         self.last_reading_kind = kind
@@ -262,7 +282,7 @@ class Health:
             if expected_interval_s is not None:
                 existing.expected_interval_s = expected_interval_s
             return existing
-        made = DeviceHealth(device_id, self.clock, self._device_changed, expected_interval_s)
+        made = DeviceHealth(device_id, self.clock, self._device_changed, expected_interval_s, self)
         self.devices[device_id] = made
         self._device_changed(device_id)
         return made
@@ -273,6 +293,9 @@ class Health:
         self.ignored_readings = previous.ignored_readings
         self.requests = previous.requests
         for name, alarm in previous.alarms.items():
+            prefix, _, device_id = name.partition(":")
+            if prefix == DEVICE_ERROR_ALARM and device_id not in self.devices:
+                continue  # that device is no longer configured
             self.alarms.setdefault(name, alarm)
         for device_id, device in self.devices.items():
             earlier = previous.devices.get(device_id)

@@ -97,13 +97,16 @@ async def supervise_driver(
             )
             reporter.set_state(state, str(exc))
             reporter.count("session_failures")
+            # The status reason may name the device's serial or address; the log says
+            # only the error's log text (docs/ble.md), the full reason at DEBUG.
             log.warning(
                 "device %s: %s (%s); retrying in %.1f s",
                 driver.name,
                 type(exc).__name__,
-                exc,
+                exc.log_text if isinstance(exc, DeviceError) else exc,
                 delay,
             )
+            log.debug("device %s: %s", driver.name, exc)
             attempt += 1
         await _backoff_wait(delay * sleep_scale, restart_now)
 

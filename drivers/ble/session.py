@@ -39,6 +39,7 @@ DIS_SERIAL: Final = "2A25"
 DIS_FIRMWARE: Final = "2A26"
 BATTERY_LEVEL: Final = "2A19"
 CURRENT_TIME: Final = "2A2B"
+SERIAL_MISMATCH_LOG: Final = "serial mismatch; the device status says what to check"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +80,11 @@ async def read_identity(
             "patient's, then re-pair it or correct serial_number in the config"
         )
         reporter.set_state(DeviceState.ERROR, reason)
-        # The values stay out of the log line: DEBUG only.
+        # Serials and address go to the device status (for the technician) and to DEBUG;
+        # log lines at INFO and above (here and the supervisor's) say "serial mismatch".
         log.warning("device %s refused: serial mismatch", bound.device_id)
         log.debug("device %s: %s", bound.device_id, reason)
-        raise PermanentDeviceError(reason)
+        raise PermanentDeviceError(reason, log_text=SERIAL_MISMATCH_LOG)
     identity = DeviceIdentity(
         device_id=bound.device_id,
         driver=bound.driver,

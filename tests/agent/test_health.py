@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from agent.clock import HubTime
-from agent.health import READING_STATUS_MIN_INTERVAL_S, Health
+from agent.health import READING_STATUS_MIN_INTERVAL_S, Health, device_alarm_name
 from drivers.base import DeviceState
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -134,3 +134,29 @@ def test_a_connection_silent_past_its_interval_is_only_seen() -> None:
     assert oxi.status(clock.now())["state"] == "seen"
     oxi.note_reading("spo2", clock.now().utc)  # switched on
     assert oxi.status(clock.now())["state"] == "connected"
+
+
+def test_a_device_needing_a_person_raises_a_hub_alarm_until_it_reads_again() -> None:
+    clock = ManualClock()
+    health = Health(hub_id="hub", clock=clock)
+    cuff = health.device("cuff")
+    cuff.set_state(DeviceState.ERROR, "serial mismatch: expected A, device reports B")
+    alarm = health.alarms[device_alarm_name("cuff")]
+    assert "serial mismatch" in alarm.detail
+    clock.elapsed_s = 120.0  # retried: seen, connected, refused again
+    cuff.set_state(DeviceState.SEEN)
+    cuff.set_state(DeviceState.ERROR, "serial mismatch: expected A, device reports B")
+    assert health.alarms[device_alarm_name("cuff")].since == alarm.since
+    cuff.note_reading("blood_pressure", clock.now().utc)  # the right cuff is back
+    assert device_alarm_name("cuff") not in health.alarms
+
+
+def test_a_reload_drops_the_alarm_of_a_device_no_longer_configured() -> None:
+    clock = ManualClock()
+    old = Health(hub_id="hub", clock=clock)
+    old.device("cuff").set_state(DeviceState.ERROR, "pairing failed")
+    old.device("scale").set_state(DeviceState.ERROR, "pairing failed")
+    new = Health(hub_id="hub", clock=clock)
+    new.device("scale")  # the cuff was removed from the config
+    new.carry_over(old)
+    assert set(new.alarms) == {device_alarm_name("scale")}

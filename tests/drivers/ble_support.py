@@ -16,7 +16,7 @@ from agent.outbox import Outbox
 from agent.readings import PatientBinding
 from drivers._codecs import bp, gls, hrs
 from drivers._codecs.ieee11073 import DateTimeFields, MedFloat
-from drivers.base import DeviceState, DriverContext, ReadingSink
+from drivers.base import DeviceReporter, DeviceState, DriverContext, ReadingSink
 from drivers.ble.driver import build
 from drivers.emulators import ble_payloads
 from drivers.emulators.ble import BleWorld
@@ -64,7 +64,7 @@ class RecordingReporter:
 
 
 def make_ctx(
-    sink: ReadingSink, reporter: RecordingReporter, clock: Clock | None = None
+    sink: ReadingSink, reporter: DeviceReporter, clock: Clock | None = None
 ) -> DriverContext:
     return DriverContext(
         sink=sink,

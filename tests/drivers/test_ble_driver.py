@@ -7,13 +7,20 @@ bumble central on an in-process LocalLink (BlueZ cannot run here).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from typing import TYPE_CHECKING
 
 import pytest
 
+from agent.app import CaptureSink
+from agent.clock import SystemClock
 from agent.errors import PermanentDeviceError, TransientDeviceError
+from agent.health import Health, device_alarm_name
 from agent.outbox import Outbox
+from agent.supervise import Backoff, supervise_driver
 from drivers.base import DeviceState
+from drivers.ble.driver import build
 from drivers.ble.settings import (
     BleBloodPressureSettings,
     BleHeartRateSettings,
@@ -30,6 +37,7 @@ from tests.drivers.ble_support import (
     Harness,
     bp_payload,
     hr_payload,
+    make_ctx,
     outbox_fixture,  # noqa: F401 - provides the `outbox` fixture
     wait_until,
     world_fixture,  # noqa: F401 - provides the `world` fixture
@@ -173,6 +181,56 @@ async def test_serial_mismatch_is_refused_with_error_state(
     assert "expected SN0001, device reports SN9999" in reason
     assert await hub.readings() == []
     assert not device.is_connected  # the connection was released
+
+
+async def test_serial_mismatch_under_the_supervisor_alarms_the_hub_and_logs_no_identifiers(
+    world: BleWorld, tmp_path: Path, outbox: Outbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    device = cuff(serial="SN9999")  # another patient's cuff, cloning the bound address
+    device.records.append(bp_payload(120, 80, 1))
+    await device.attach(world)
+    health = Health(hub_id="hub-test", clock=SystemClock())
+    reporter = health.device("bp-cuff")
+    sink = CaptureSink(outbox, health, on_stored=lambda: None)
+    settings = BleBloodPressureSettings(
+        id="bp-cuff", address=CUFF, serial_number="SN0001", idle_s=0.3, rest_s=0.2
+    )
+    driver = build(
+        settings,
+        make_ctx(sink, reporter),
+        link_factory=world.link_factory,
+        scanner_factory=world.scanner_factory,
+        state_dir=tmp_path,
+    )
+    alarm = device_alarm_name("bp-cuff")
+    caplog.set_level(logging.DEBUG)
+    supervisor = asyncio.create_task(
+        supervise_driver(driver, reporter, Backoff(min_s=0.05, max_s=0.2))
+    )
+    try:
+        await wait_until(lambda: alarm in health.alarms)
+        since = health.alarms[alarm].since
+        # Retried at the cap and refused again: seen and connected in between do not
+        # clear the alarm, and it keeps the time it was first raised.
+        await wait_until(lambda: reporter.counters.get("session_failures", 0) >= 3)
+        assert health.alarms[alarm].since == since
+        assert reporter.state is DeviceState.ERROR
+        assert "expected SN0001, device reports SN9999" in (reporter.reason or "")
+        assert CUFF in (reporter.reason or "")  # the technician is told which device
+        assert await outbox.list_readings(state="pending") == []
+        device.info.serial_number = "SN0001"  # the patient's own cuff is back
+        await wait_until(lambda: alarm not in health.alarms)
+    finally:
+        supervisor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervisor
+    assert len(await outbox.list_readings(state="pending")) == 1
+    loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert any("serial mismatch" in line for line in loud)
+    for identifier in ("SN9999", "SN0001", CUFF):
+        assert not [line for line in loud if identifier in line], identifier
+    quiet = [r.getMessage() for r in caplog.records if r.levelno < logging.INFO]
+    assert any("SN9999" in line for line in quiet)  # the full reason is at DEBUG
 
 
 async def test_heart_rate_stream_is_thinned_to_interval(
