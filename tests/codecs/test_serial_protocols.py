@@ -171,6 +171,38 @@ def test_df8_noise_that_looks_like_a_frame_is_not_believed_alone() -> None:
     assert decoder.stats.bytes_skipped == 7
 
 
+def test_df8_noise_glued_in_front_of_a_real_frame_is_not_believed() -> None:
+    # The soak's wrong SpO2s: the tail of a noise burst shaped like a frame, right before
+    # a real frame, with values close to the patient's but its own flags (artifact).
+    decoder = NoninDf8Decoder()
+    assert [s.pulse_rate for s in decoder.feed(_df8(72) + _df8(72))] == [72, 72]
+    phantom = bytes([0x84, 0x40, 0x5E, 0x00])  # artifact, pulse 64, SpO2 94
+    samples = decoder.feed(b"\x13" + phantom + _df8(73))
+    assert [(s.pulse_rate, s.status) for s in samples] == [(73, ())]
+
+
+def test_df8_frame_missing_a_byte_glued_to_noise_is_not_believed() -> None:
+    # A frame lost its SpO2 byte; a noise byte completes it into a frame-shaped run.
+    decoder = NoninDf8Decoder()
+    decoder.feed(_df8(72) + _df8(72))
+    samples = decoder.feed(bytes([0x80, 0x48, 0x00, 0x2B]) + b"\xd0\xc2" + _df8(72) + _df8(72))
+    assert [(s.spo2, s.pulse_rate) for s in samples] == [(97, 72), (97, 72)]
+
+
+def test_df8_flags_that_flicker_every_frame_are_all_kept() -> None:
+    # Marginal perfusion on every other frame: real, and exactly what a clinician needs.
+    decoder = NoninDf8Decoder()
+    frames = [bytes([0x80 | (0x08 if i % 2 else 0), 72, 97, 0]) for i in range(8)]
+    samples = decoder.feed(b"".join(frames))
+    assert len(samples) == 7  # the last one waits for its successor
+    assert [("marginal_perfusion" in s.status) for s in samples] == [False, True] * 3 + [False]
+    # Noise arrives: the frame held for its successor (its flags changed) is lost, and
+    # the flickering stream flows again at once (no wait for two equal frames).
+    samples = decoder.feed(b"\x13" + b"".join(frames))
+    assert [("marginal_perfusion" in s.status) for s in samples] == [False, True] * 3 + [False]
+    assert decoder.stats.bad_frames == 1
+
+
 # --- Nonin DF13 ------------------------------------------------------------------------
 
 

@@ -166,6 +166,10 @@ def _close(a: float | None, b: float | None, step: float) -> bool:
     return abs(a - b) <= step
 
 
+def _no_values(sample: Sample | None) -> bool:
+    return sample is not None and sample.spo2 is None and sample.pulse_rate is None
+
+
 def continues(previous: Sample, sample: Sample, *, same_status: bool) -> bool:
     """Whether ``sample`` can follow ``previous`` in one stream (values within a step).
 
@@ -173,8 +177,7 @@ def continues(previous: Sample, sample: Sample, *, same_status: bool) -> bool:
     Units without any value (finger out) vouch for each other only with equal flags:
     their flags are all they say.
     """
-    no_values = sample.spo2 is None and sample.pulse_rate is None
-    if (same_status or no_values) and previous.status != sample.status:
+    if (same_status or _no_values(sample)) and previous.status != sample.status:
         return False
     return _close(previous.spo2, sample.spo2, MAX_SPO2_STEP) and _close(
         previous.pulse_rate, sample.pulse_rate, MAX_PULSE_RATE_STEP
@@ -195,13 +198,17 @@ class Bit7Framer(Framer):
     - at once, if it continues the last believed unit: same status flags, SpO2 and
       pulse within ``MAX_SPO2_STEP`` / ``MAX_PULSE_RATE_STEP``;
     - otherwise (the first unit, a real change, or noise) only when the next unit
-      follows it intact and continues it (flags may differ); both are then believed.
+      follows it intact and continues it; both are then believed. Flags that flicker
+      from one unit to the next are real, so the flags may differ, except after skipped
+      bytes, where the tail of a noise burst sits right before a real unit: there two
+      successors must vouch, and the unit's flags must be those of the last believed
+      unit or of its successor.
       A unit confirmed by neither neighbour is dropped and counted as a bad frame.
 
-    Noise must then mimic the patient's current values as well as the framing: the
-    soak bench measures what is left (docs/serial.md). A real step in the values costs
-    one unit of latency, never a reading; a one-unit spike matching neither neighbour
-    is dropped. ``reset`` (an unplug) forgets the last believed unit.
+    Noise must then mimic the framing, the flags and the patient's current values at
+    once: docs/serial.md gives the odds, the soak bench what is left. A real step in
+    the values costs one unit of latency, never a reading; a one-unit spike matching
+    neither neighbour is dropped. ``reset`` (an unplug) forgets the last believed unit.
     """
 
     def __init__(self, length: int, decode: Callable[[bytes], Sample | None]) -> None:
@@ -210,11 +217,13 @@ class Bit7Framer(Framer):
         self._length = length
         self._decode = decode
         self._believed: Sample | None = None
+        self._skipped = True  # bytes were skipped since the last believed unit (or none)
 
     def reset(self) -> None:
         """Forget the partial unit and the last believed unit."""
         super().reset()
         self._believed = None
+        self._skipped = True
 
     def _unit_at(self, start: int) -> Sample | Literal[False] | None:
         """The valid unit at ``start``; False: cannot become one; None: too short yet."""
@@ -236,23 +245,48 @@ class Bit7Framer(Framer):
             if unit is None:
                 break
             if unit is False:
+                self._skipped = True
                 if buf[0] & 0x80:
                     self._drop_to_next_start()
                 else:
                     self._buf.skip(1, self.stats)
                 continue
             believed = self._believed
-            if believed is None or not continues(believed, unit, same_status=True):
-                successor = self._unit_at(size)
-                if successor is None:
-                    break  # wait for the next unit to vouch for this one
-                if successor is False or not continues(unit, successor, same_status=False):
+            # Noise that says "finger out" needs only the right flags (no values to
+            # match), so across noise a unit without values vouches for nothing.
+            anchor = None if self._skipped and _no_values(believed) else believed
+            if anchor is None or not continues(anchor, unit, same_status=True):
+                vouched = self._vouched_for(unit, believed)
+                if vouched is None:
+                    break  # wait for the next units to vouch for this one
+                if not vouched:
+                    self._skipped = True
                     self._drop_to_next_start()
                     continue
             out.append(unit)
-            self._believed = unit
+            self._believed, self._skipped = unit, False
             del buf[:size]
         return out
+
+    def _vouched_for(self, unit: Sample, believed: Sample | None) -> bool | None:
+        """Whether the units after ``unit`` continue it; None: not all here yet.
+
+        One successor is enough in a clean stream. After skipped bytes (noise) two are
+        needed, so that two frame-shaped runs of noise in a row cannot vouch for each
+        other, and the first must share the unit's flags unless they are the flags of
+        the last believed unit.
+        """
+        after_noise = self._skipped and believed is not None
+        same_status = after_noise and believed is not None and unit.status != believed.status
+        previous = unit
+        for k in range(1, 3 if after_noise else 2):
+            successor = self._unit_at(k * self._length)
+            if successor is None:
+                return None
+            if successor is False or not continues(previous, successor, same_status=same_status):
+                return False
+            previous, same_status = successor, False
+        return True
 
 
 class LineFramer(Framer):
