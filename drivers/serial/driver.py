@@ -268,7 +268,8 @@ class SerialOximeterDriver:
         if expected is not None and seen != expected:
             self._fatal = PermanentDeviceError(
                 f"device on {self._settings.port} reports serial {seen}, config expects "
-                f"{expected}: is the right oximeter plugged in?"
+                f"{expected}: is the right oximeter plugged in?",
+                log_text="serial mismatch; the device status says what to check",
             )
         elif self._identity.serial_number is None:
             self._identity = DeviceIdentity(
