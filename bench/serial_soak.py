@@ -25,7 +25,12 @@ Prints, per protocol:
   that reading's interval;
 - the decoder's counters, reconnects, and the process CPU time per unit.
 
-Usage: python -m bench.serial_soak [--protocol ID ...] [--minutes 60] [--speed 60] [--seed 1]
+``--noise-bursts N`` measures instead, with the decoders alone, how often line noise
+becomes a sample in the formats without checksum: N bursts of 1-64 random bytes, each
+followed by one real unit (far noisier than the soak: noise before every unit).
+
+Usage: python -m bench.serial_soak [--protocol ID ...] [--minutes 60] [--speed 30] [--seed 1]
+       python -m bench.serial_soak --noise-bursts 100000
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from agent.errors import DeviceError
 from agent.outbox import Outbox
 from drivers.base import DeviceState, DriverContext
 from drivers.emulators.serial import PtySerialDevice
+from drivers.emulators.serial_frames import STREAMS, Vitals
 from drivers.serial.driver import build
 from drivers.serial.protocols import PROTOCOLS
 from drivers.serial.transport import READ_PERIOD_S
@@ -236,14 +242,36 @@ async def soak(protocol: str, minutes: float, speed: float, seed: int, tmp: Path
     return tally
 
 
+def noise_odds(protocol: str, bursts: int, seed: int) -> tuple[int, set[tuple[object, ...]]]:
+    """Samples made of noise when a burst comes before every unit; and their values."""
+    rng = random.Random(seed)
+    decoder = PROTOCOLS[protocol].make_decoder()
+    unit = STREAMS[protocol].encode(Vitals(spo2=97, pulse_rate=72), 0)
+    (truth, *_) = decoder.feed(unit * 3)
+    phantoms: list[tuple[object, ...]] = []
+    for _ in range(bursts):
+        noise = rng.randbytes(rng.randint(1, 64))
+        samples = decoder.feed(noise + unit)
+        phantoms += [(s.spo2, s.pulse_rate, s.status) for s in samples if s != truth]
+    return len(phantoms), set(phantoms)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--protocol", action="append", choices=SOAK_PROTOCOLS)
     parser.add_argument("--minutes", type=float, default=60.0)
-    parser.add_argument("--speed", type=float, default=60.0)
+    parser.add_argument("--speed", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--noise-bursts", type=int, default=0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # each unplug logs a warning; counted below
+    if args.noise_bursts:
+        for protocol in args.protocol or sorted(STREAMS):
+            count, values = noise_odds(protocol, args.noise_bursts, args.seed)
+            print(f"{protocol:13} {count} samples made of noise in {args.noise_bursts} bursts")
+            for value in sorted(values, key=str)[:5]:
+                print(f"    e.g. spo2, pulse, flags = {value}")
+        return 0
     protocols = args.protocol or SOAK_PROTOCOLS
     print(
         f"serial soak, real path (pty -> transport -> driver -> outbox): {args.minutes:g} "
