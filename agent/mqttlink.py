@@ -19,11 +19,12 @@ import contextlib
 import logging
 import socket
 import ssl
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.errors import PublishError, TlsConfigError
 from agent.mqttprops import new_properties, publish_properties
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 
     from paho.mqtt.client import SocketLike, _OutPacket
     from paho.mqtt.properties import Properties
-    from paho.mqtt.reasoncodes import ReasonCode
 
     from agent.config import MqttConfig
 
@@ -62,6 +62,9 @@ MISC_INTERVAL_S: Final = 1.0  # paho's own loop calls loop_misc about once a sec
 HALF_OPEN_SILENCE: Final = 1.4
 RECV_CHUNK_BYTES: Final = 65536  # one recv per socket wake-up (a burst of PUBACKs)
 PUBLISH_COMMAND: Final = 0x30  # MQTT fixed header packet types (high nibble)
+# Remaining lengths of a PUBACK without properties: packet id (+ reason code).
+PUBACK_WITH_REASON: Final = 3
+PLAIN_PUBACK_LENGTHS: Final = (2, PUBACK_WITH_REASON)
 DISCONNECT_COMMAND: Final = 0xE0
 
 
@@ -78,7 +81,14 @@ class BufferedClient(mqtt.Client):
     paho does nothing for once written (anything but a QoS 0 PUBLISH, which calls
     ``on_publish``, and DISCONNECT) are joined into one: the same bytes in the same
     order, and paho's own bookkeeping of a partly written packet still applies.
-    PUBACKs are untouched: each still reaches ``on_publish`` with its reason code.
+
+    A plain MQTT 5 PUBACK (a packet id and at most a reason code, no properties: what
+    Mosquitto sends) is read here rather than by paho's decoder, which builds two
+    ``ReasonCode`` objects (each copying paho's table of names) and a ``Properties`` per
+    PUBACK. It then goes through paho's own ``_do_on_publish`` exactly as paho would send
+    it: ``on_publish`` gets the packet's reason code (a shared ``ReasonCode`` per value;
+    read, never change it) and empty properties, then paho forgets the message. A PUBACK
+    with properties, a reason code paho does not know, or MQTT 3.1.1 is paho's as before.
     """
 
     _rbuf: bytes = b""
@@ -98,6 +108,21 @@ class BufferedClient(mqtt.Client):
         self._rbuf, self._rpos = buf, pos + len(piece)
         return piece  # b"" only when the socket said end of stream, as paho expects
 
+    def _handle_pubackcomp(self, cmd: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:
+        packet = self._in_packet["packet"]
+        plain = len(packet) in PLAIN_PUBACK_LENGTHS
+        if cmd != "PUBACK" or self._protocol != MQTTProtocolVersion.MQTTv5 or not plain:
+            return super()._handle_pubackcomp(cmd)
+        # No reason code byte means 0x00 Success (MQTT 5.0 section 3.4.2.1).
+        reason = _puback_reason(packet[2] if len(packet) == PUBACK_WITH_REASON else 0)
+        if reason is None:
+            return super()._handle_pubackcomp(cmd)  # paho reports the malformed packet
+        mid = int.from_bytes(packet[:2], "big")
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                return self._do_on_publish(mid, reason, _NO_PUBACK_PROPERTIES)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
     def _packet_write(self) -> MQTTErrorCode:
         queued = self._out_packet
         if len(queued) > 1 and _needs_nothing_when_sent(queued[0]):
@@ -108,6 +133,24 @@ class BufferedClient(mqtt.Client):
             # The first packet's type (one that needs nothing) for the joined bytes.
             queued.appendleft({**run[0], "pos": 0, "to_process": len(data), "packet": data})
         return super()._packet_write()
+
+
+# A PUBACK's reason code as paho's ReasonCode, one shared object per value (None: not a
+# PUBACK reason code), and the empty properties of a PUBACK without any.
+_PUBACK_REASONS: dict[int, ReasonCode | None] = {}
+_NO_PUBACK_PROPERTIES: Final = new_properties(PacketTypes.PUBACK)
+
+
+def _puback_reason(value: int) -> ReasonCode | None:
+    if value not in _PUBACK_REASONS:
+        reason = ReasonCode(PacketTypes.PUBACK)
+        try:
+            reason.unpack(bytes((value,)))  # paho's own check of the value
+        except (KeyError, ValueError):
+            _PUBACK_REASONS[value] = None
+        else:
+            _PUBACK_REASONS[value] = reason
+    return _PUBACK_REASONS[value]
 
 
 def _needs_nothing_when_sent(packet: _OutPacket) -> bool:

@@ -7,9 +7,12 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
+import paho.mqtt._packet as paho_packet
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from agent.mqttlink import MqttLink, connect_link
+from agent.mqttlink import BufferedClient, MqttLink, connect_link
 from agent.outbox import Outbox
 from tests.agent.pubharness import HUB_ID, build, eventually, make_config, make_readings, running
 from tests.emulators.subscriber import Subscriber
@@ -107,7 +110,10 @@ def _count_sends(link: MqttLink) -> list[int]:
 
 
 async def test_publishes_of_one_loop_turn_go_in_one_send_each_with_its_reason_code(
-    private_broker: MosquittoBroker, topic_prefix: str, tmp_path: Path
+    private_broker: MosquittoBroker,
+    topic_prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     base = f"{topic_prefix}/{HUB_ID}"
     private_broker.acl_lines = [f"topic readwrite {base}/ok", f"topic readwrite {base}/nobody"]
@@ -118,12 +124,21 @@ async def test_publishes_of_one_loop_turn_go_in_one_send_each_with_its_reason_co
     link = await connect_link(config.mqtt, "send-test", f"{base}/will", _no_ack, _no_msg)
     try:
         sizes = _count_sends(link)
+        decoded: list[bytes] = []  # PUBACKs that went through paho's own decoder
+        paho_decode = paho_packet.decode_puback
+
+        def counting_decode(header: int, packet: bytes, protocol: int) -> object:
+            decoded.append(bytes(packet))
+            return paho_decode(header, packet, protocol)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(paho_packet, "decode_puback", counting_decode)
         # Mosquitto closes the connection after a 0x87, so the refused message goes last.
         leaves = ("ok", "nobody", "ok", "nobody", "denied")
         mids = [link.client.publish(f"{base}/{leaf}", b"x", qos=1).mid for leaf in leaves]
         codes = await asyncio.gather(*[link.wait_ack(mid) for mid in mids])
         assert codes == [0x00, 0x10, 0x00, 0x10, 0x87]
         assert len(sizes) == 1  # five PUBLISH packets, one send
+        assert decoded == []  # every reason code came through BufferedClient's own read
         await eventually(lambda: len(listener.messages()) == 2)
     finally:
         listener.close()
@@ -150,6 +165,45 @@ async def test_a_burst_larger_than_the_socket_buffer_is_written_in_full(
     finally:
         link.abort()
         await link.finish()
+
+
+def _puback_outcome(client: mqtt.Client, packet: bytes) -> tuple[object, ...]:
+    """What handling ``packet`` as the PUBACK of a queued QoS 1 message does in ``client``."""
+    seen: list[tuple[int, int, str, object]] = []
+    client.on_publish = lambda _c, _u, mid, code, props: seen.append(
+        (mid, code.value, code.getName(), str(props))
+    )
+    mid = client.publish("t", b"x", qos=1).mid  # not connected: kept, waiting
+    client._in_packet["packet"] = bytearray(mid.to_bytes(2, "big") + packet[2:])
+    client._in_packet["remaining_length"] = len(packet)
+    try:
+        result: object = client._handle_pubackcomp("PUBACK")
+    except Exception as exc:  # noqa: BLE001 - the outcome compared is the error's type
+        result = type(exc).__name__
+    return result, seen, mid in client._out_messages
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        b"\0\0",  # success, reason code left out
+        b"\0\0\x00",
+        b"\0\0\x10",  # no matching subscribers
+        b"\0\0\x80",
+        b"\0\0\x87",  # not authorized
+        b"\0\0\x97",  # quota exceeded
+        b"\0\0\x05",  # not a PUBACK reason code
+        b"\0\0\x87\x00",  # empty properties
+        b"\0\0\x87\x05\x1f\x00\x02no",  # a reason string
+    ],
+)
+def test_a_puback_read_by_the_link_does_what_paho_does(packet: bytes) -> None:
+    def fresh(cls: type[mqtt.Client]) -> mqtt.Client:
+        return cls(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+
+    assert _puback_outcome(fresh(BufferedClient), packet) == _puback_outcome(
+        fresh(mqtt.Client), packet
+    )
 
 
 def _no_ack(_link: MqttLink, _mid: int, _code: int) -> None:
