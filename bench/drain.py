@@ -11,6 +11,9 @@ is this process's user+system time per reading, "loop" the event-loop thread's s
 mark_sent). Mosquitto's own CPU is not counted.
 
     python -m bench.drain [--readings 200000] [--format compact|fhir] [--batch-size 50]
+
+``python -m bench.paho_ceiling`` measures paho alone, the ceiling of the one-reading
+figure (docs/publisher.md has both, measured together).
 """
 
 from __future__ import annotations
