@@ -290,8 +290,11 @@ class OutboxStore:
                 self.data_loss,
                 prior.reserved_seq + 1,
             )
-        self._reserved_seq = max(self.last_seq(), prior.reserved_seq if prior else 0)
-        self._reserved_seq += RESERVE_BLOCK
+        # Reserved from the last committed seq, not above the previous reservation: a seq
+        # past it was never committed, so never published, and the loss check compares
+        # against "reservation - one block". Stacking blocks on every start made every
+        # third clean restart with few readings look like lost rows.
+        self._reserved_seq = self.last_seq() + RESERVE_BLOCK
         write_guard(self.path, GuardState(self._reserved_seq, clean=False))
 
     def _set_last_seq(self, seq: int) -> None:

@@ -74,3 +74,24 @@ async def test_the_reservation_moves_ahead_of_use(
         assert guard.reserved_seq >= (await outbox.stats()).last_seq
     await outbox.close()
     assert guard_path(db).exists()
+
+
+async def test_many_clean_restarts_with_few_readings_raise_no_false_alarm(tmp_path: Path) -> None:
+    # A hub restarted every day with a handful of readings in between: the reservation
+    # must not climb a block per start until it looks like lost rows (it did every 3rd).
+    db = tmp_path / "outbox.db"
+    last = 0
+    for day in range(6):
+        last = await _capture(db, day * 3, 3)
+        assert await _reopen(db) == (None, last)
+    assert last == 18  # and no seq was skipped
+
+
+async def test_repeated_crashes_with_their_wal_raise_no_false_alarm(tmp_path: Path) -> None:
+    db = tmp_path / "outbox.db"
+    for crash in range(5):
+        image = tmp_path / f"crash{crash}.db"
+        last = await _capture(db, crash * 3, 3, crash_image=image)
+        assert not read_guard(image).clean  # type: ignore[union-attr]
+        assert await _reopen(image) == (None, last)
+        db = image  # the next run starts from what the crash left
