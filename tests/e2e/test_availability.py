@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -29,36 +32,83 @@ async def _until(predicate: object, timeout_s: float = 20.0) -> None:
             await asyncio.sleep(0.05)
 
 
+@dataclass
+class Rig:
+    """An emulated oximeter on a pty, the real agent with it configured, a backend view."""
+
+    device: PtySerialDevice
+    agent: AgentProcess
+    sub: Subscriber
+    emulator: asyncio.Task[None] | None = None
+
+    def switch_on(self) -> None:
+        """The oximeter starts sending (a finger in, or the device switched on)."""
+        self.emulator = asyncio.create_task(self.device.run())
+
+    def switch_off(self) -> None:
+        if self.emulator is not None:
+            self.emulator.cancel()
+
+    def states(self) -> list[str]:
+        return _states(self.sub, "oxi")
+
+    def readings(self) -> int:
+        return len(self.sub.messages(f"{HUB_ID}/readings"))
+
+
+@contextlib.asynccontextmanager
+async def oximeter_hub(
+    tmp_path: Path,
+    broker: MosquittoBroker,
+    prefix: str,
+    device_yaml: str,
+    *,
+    protocol: str = "nonin-df8",
+    streaming: bool = True,
+    serial_number: str = "0000123456",
+) -> AsyncIterator[Rig]:
+    """``device_yaml``: the device's keys after its port (indented by four spaces)."""
+    device = PtySerialDevice(
+        protocol, link=tmp_path / "oxi.tty", speed=5.0, serial_number=serial_number
+    )
+    device.plug()
+    devices = (
+        f"  - id: oxi\n    driver: serial-oximeter\n    protocol: {protocol}\n"
+        f"    port: {device.port}\n{device_yaml}"
+    )
+    config = write_config(tmp_path, port=broker.port, prefix=prefix, devices_yaml=devices)
+    sub = Subscriber(broker.host, broker.port, [f"{prefix}/{HUB_ID}/#"])
+    rig = Rig(device, AgentProcess(config=config, log_path=tmp_path / "agent.log"), sub)
+    if streaming:
+        rig.switch_on()
+    try:
+        await rig.agent.start()
+        yield rig
+    finally:
+        rig.switch_off()
+        await rig.agent.kill()
+        sub.close()
+        device.close()
+
+
+QUICK = "    expected_interval_s: 3\n    reopen_wait_s: 1\n"
+
+
 async def test_connected_then_disconnected_then_not_seen(
     tmp_path: Path, broker: MosquittoBroker, topic_prefix: str
 ) -> None:
-    device = PtySerialDevice("nonin-df8", link=tmp_path / "nonin.tty", speed=5.0)
-    device.plug()
-    emulator = asyncio.create_task(device.run())
-    devices = (
-        f"  - id: oxi\n    driver: serial-oximeter\n    protocol: nonin-df8\n"
-        f"    port: {device.port}\n    expected_interval_s: 3\n    reopen_wait_s: 1\n"
-    )
-    config = write_config(tmp_path, port=broker.port, prefix=topic_prefix, devices_yaml=devices)
-    sub = Subscriber(broker.host, broker.port, [f"{topic_prefix}/{HUB_ID}/#"])
-    agent = AgentProcess(config=config, log_path=tmp_path / "agent.log")
-    try:
-        await agent.start()
-        await _until(lambda: "connected" in _states(sub, "oxi"))
-        await _until(lambda: sub.messages(f"{HUB_ID}/readings"))  # the patient measured
-        emulator.cancel()
-        device.unplug()  # the USB cable is pulled and stays out
-        await _until(lambda: _states(sub, "oxi")[-1] == "disconnected")
+    async with oximeter_hub(tmp_path, broker, topic_prefix, QUICK) as rig:
+        await _until(lambda: "connected" in rig.states())
+        await _until(rig.readings)  # the patient measured
+        rig.switch_off()
+        rig.device.unplug()  # the USB cable is pulled and stays out
+        await _until(lambda: rig.states()[-1] == "disconnected")
         # Silent past expected_interval_s (3 s): the retained topic says so by itself.
-        await _until(lambda: _states(sub, "oxi")[-1] == "not_seen", timeout_s=30)
-        last = json.loads(sub.messages(f"{HUB_ID}/devices/oxi/status")[-1].payload)
+        await _until(lambda: rig.states()[-1] == "not_seen", timeout_s=30)
+        last = _last_status(rig.sub, "oxi")
         assert last["last_seen"] is not None
         assert last["last_reading_kind"] == "spo2"
-        assert await agent.terminate() == 0
-    finally:
-        await agent.kill()
-        sub.close()
-        device.close()
+        assert await rig.agent.terminate() == 0
 
 
 def _last_status(sub: Subscriber, device_id: str) -> dict[str, object]:
@@ -68,36 +118,33 @@ def _last_status(sub: Subscriber, device_id: str) -> dict[str, object]:
     return document
 
 
+def _online(sub: Subscriber) -> bool:
+    """The agent's retained hub status says online."""
+    return any(
+        json.loads(m.payload).get("state") == "online" for m in sub.messages(f"{HUB_ID}/status")
+    )
+
+
 async def test_a_restart_keeps_when_the_device_was_last_seen_and_measured(
     tmp_path: Path, broker: MosquittoBroker, topic_prefix: str
 ) -> None:
     # A BP cuff used this morning must not read "never seen, never measured" on the
     # dashboard because the hub rebooted at noon.
-    device = PtySerialDevice("nonin-df8", link=tmp_path / "nonin.tty", speed=5.0)
-    device.plug()
-    emulator = asyncio.create_task(device.run())
-    devices = (
-        f"  - id: oxi\n    driver: serial-oximeter\n    protocol: nonin-df8\n"
-        f"    port: {device.port}\n    expected_interval_s: 3600\n    reopen_wait_s: 1\n"
-    )
-    config = write_config(tmp_path, port=broker.port, prefix=topic_prefix, devices_yaml=devices)
-    first = Subscriber(broker.host, broker.port, [f"{topic_prefix}/{HUB_ID}/#"])
-    agent = AgentProcess(config=config, log_path=tmp_path / "agent.log")
-    try:
-        await agent.start()
-        await _until(lambda: first.messages(f"{HUB_ID}/readings"))
-        emulator.cancel()
-        device.unplug()
-        await _until(lambda: _states(first, "oxi")[-1] == "disconnected")
-        before = _last_status(first, "oxi")
+    hourly = "    expected_interval_s: 3600\n    reopen_wait_s: 1\n"
+    async with oximeter_hub(tmp_path, broker, topic_prefix, hourly) as rig:
+        await _until(rig.readings)
+        rig.switch_off()
+        rig.device.unplug()
+        await _until(lambda: rig.states()[-1] == "disconnected")
+        before = _last_status(rig.sub, "oxi")
         assert before["last_reading_at"] is not None
-        assert await agent.terminate() == 0
+        assert await rig.agent.terminate() == 0
 
         # The second run never hears from the device: only the saved history can tell.
         second = Subscriber(broker.host, broker.port, [f"{topic_prefix}/{HUB_ID}/#"])
         try:
-            await agent.start()
-            await _until(lambda: sub_online(second))
+            await rig.agent.start()
+            await _until(lambda: _online(second))
             # The first message is the retained one the first run left; wait for this run's.
             await _until(lambda: len(second.messages(f"{HUB_ID}/devices/oxi/status")) >= 2)
             after = _last_status(second, "oxi")
@@ -106,20 +153,9 @@ async def test_a_restart_keeps_when_the_device_was_last_seen_and_measured(
             assert after["last_seen"] is not None
             assert str(after["last_seen"]) >= str(before["last_reading_at"])
             assert after["state"] != "connected"
-            assert await agent.terminate() == 0
+            assert await rig.agent.terminate() == 0
         finally:
             second.close()
-    finally:
-        await agent.kill()
-        first.close()
-        device.close()
-
-
-def sub_online(sub: Subscriber) -> bool:
-    """The agent's retained hub status says online (its second run has connected)."""
-    return any(
-        json.loads(m.payload).get("state") == "online" for m in sub.messages(f"{HUB_ID}/status")
-    )
 
 
 async def test_a_plugged_in_but_silent_oximeter_is_seen_not_connected(
@@ -127,67 +163,34 @@ async def test_a_plugged_in_but_silent_oximeter_is_seen_not_connected(
 ) -> None:
     # The USB cable is in, the oximeter is switched off: the port opens, nothing comes.
     # "connected" would tell the ward the patient simply has not measured.
-    device = PtySerialDevice("nonin-df8", link=tmp_path / "nonin.tty", speed=5.0)
-    device.plug()
-    devices = (
-        f"  - id: oxi\n    driver: serial-oximeter\n    protocol: nonin-df8\n"
-        f"    port: {device.port}\n    expected_interval_s: 3\n    reopen_wait_s: 1\n"
-    )
-    config = write_config(tmp_path, port=broker.port, prefix=topic_prefix, devices_yaml=devices)
-    sub = Subscriber(broker.host, broker.port, [f"{topic_prefix}/{HUB_ID}/#"])
-    agent = AgentProcess(config=config, log_path=tmp_path / "agent.log")
-    emulator: asyncio.Task[None] | None = None
-    try:
-        await agent.start()
-        await _until(lambda: "connected" in _states(sub, "oxi"), timeout_s=30)
+    async with oximeter_hub(tmp_path, broker, topic_prefix, QUICK, streaming=False) as rig:
+        await _until(lambda: "connected" in rig.states(), timeout_s=30)
         try:
-            await _until(lambda: _states(sub, "oxi")[-1] == "seen", timeout_s=30)
+            await _until(lambda: rig.states()[-1] == "seen", timeout_s=30)
         except TimeoutError:
-            pytest.fail(f"states {_states(sub, 'oxi')}; log: {agent.log_text()[-2000:]}")
-        assert not sub.messages(f"{HUB_ID}/readings")
-        # Switched on: readings flow and the device is connected again.
-        emulator = asyncio.create_task(device.run())
-        await _until(lambda: sub.messages(f"{HUB_ID}/readings"), timeout_s=30)
-        await _until(lambda: _states(sub, "oxi")[-1] == "connected", timeout_s=30)
-        assert await agent.terminate() == 0
-    finally:
-        if emulator is not None:
-            emulator.cancel()
-        await agent.kill()
-        sub.close()
-        device.close()
+            pytest.fail(f"states {rig.states()}; log: {rig.agent.log_text()[-2000:]}")
+        assert not rig.readings()
+        rig.switch_on()  # readings flow and the device is connected again
+        await _until(rig.readings, timeout_s=30)
+        await _until(lambda: rig.states()[-1] == "connected", timeout_s=30)
+        assert await rig.agent.terminate() == 0
 
 
 async def test_the_wrong_oximeter_is_an_error_with_a_reason_and_no_readings(
     tmp_path: Path, broker: MosquittoBroker, topic_prefix: str
 ) -> None:
     # Another patient's Masimo plugged into this hub: its serial is not the configured one.
-    device = PtySerialDevice(
-        "masimo-ascii", link=tmp_path / "masimo.tty", speed=5.0, serial_number="0000999999"
-    )
-    device.plug()
-    emulator = asyncio.create_task(device.run())
-    devices = (
-        f"  - id: oxi\n    driver: serial-oximeter\n    protocol: masimo-ascii\n"
-        f"    port: {device.port}\n    serial_number: '0000123456'\n"
-    )
-    config = write_config(tmp_path, port=broker.port, prefix=topic_prefix, devices_yaml=devices)
-    sub = Subscriber(broker.host, broker.port, [f"{topic_prefix}/{HUB_ID}/#"])
-    agent = AgentProcess(config=config, log_path=tmp_path / "agent.log")
-    try:
-        await agent.start()
-        await _until(lambda: "error" in _states(sub, "oxi"), timeout_s=30)
+    expects = "    serial_number: '0000123456'\n"
+    async with oximeter_hub(
+        tmp_path, broker, topic_prefix, expects, protocol="masimo-ascii", serial_number="0000999999"
+    ) as rig:
+        await _until(lambda: "error" in rig.states(), timeout_s=30)
         status = next(
             json.loads(m.payload)
-            for m in sub.messages(f"{HUB_ID}/devices/oxi/status")
+            for m in rig.sub.messages(f"{HUB_ID}/devices/oxi/status")
             if json.loads(m.payload)["state"] == "error"
         )
         assert "right oximeter" in str(status["reason"])  # what the technician must do
         await asyncio.sleep(2)  # it keeps streaming; none of it may be filed for this patient
-        assert not sub.messages(f"{HUB_ID}/readings")
-        assert await agent.terminate() == 0
-    finally:
-        emulator.cancel()
-        await agent.kill()
-        sub.close()
-        device.close()
+        assert not rig.readings()
+        assert await rig.agent.terminate() == 0
