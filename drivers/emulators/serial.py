@@ -92,11 +92,14 @@ class PtySerialDevice:
         spot_period_s: float = 5.0,
         serial_number: str = "0000123456",
         record: bool = False,
+        clock_offset_s: float = 0.0,
     ) -> None:
         """Choose the protocol; ``speed`` > 1 sends units faster than the real device.
 
-        ``serial_number`` is what a Masimo prints in its ``SN=`` field.
+        ``serial_number`` is what a Masimo prints in its ``SN=`` field;
+        ``clock_offset_s`` how far the device's own clock (DF13, Masimo) is off.
         """
+        self._clock_offset_s = clock_offset_s
         self.protocol = protocol
         self.link = link
         self._format = _stream_format(protocol, spot_period_s, serial_number, self.device_now)
@@ -221,7 +224,7 @@ class PtySerialDevice:
 
     def device_now(self) -> datetime:
         """The device clock (local, naive, as a device shows it) of the unit being encoded."""
-        return datetime.fromtimestamp(self._unit_time_s)  # noqa: DTZ006 - device-local
+        return datetime.fromtimestamp(self._unit_time_s + self._clock_offset_s)  # noqa: DTZ006 - device-local
 
     def vitals(self, t_s: float) -> Vitals:
         """Realistic values with slow drift: SpO2 94-99 %, pulse 60-90 /min."""

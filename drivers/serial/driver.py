@@ -17,6 +17,7 @@ import logging
 from typing import TYPE_CHECKING, Final
 
 from agent import __version__
+from agent.clock import PLAUSIBLE_EARLIEST, to_utc
 from agent.errors import OutboxError, PermanentDeviceError, TransientDeviceError
 from agent.readings import Cadence, DeviceIdentity, Kind, Quantity, Reading, make_reading
 from drivers.base import DeviceState
@@ -70,6 +71,7 @@ class SerialOximeterDriver:
         self._last_data_s = 0.0
         self._opened_at_s = 0.0
         self._rapid_losses = 0
+        self._clock_noted = False
         self._identity = DeviceIdentity(
             device_id=settings.id,
             driver="serial-oximeter",
@@ -157,6 +159,7 @@ class SerialOximeterDriver:
         )
         await transport.open()
         self._transport = transport
+        self._clock_noted = False  # the device may have been swapped or its clock set
         now = asyncio.get_running_loop().time()
         self._opened_at_s = now
         self._last_data_s = now
@@ -239,6 +242,7 @@ class SerialOximeterDriver:
         self._report_stats()
         for sample in samples:
             self._check_serial(sample)
+            self._note_device_clock(sample)
             self._pending.extend(self._aggregator.add(sample, now))
         # A new interval's deadline re-arms the pump's timer, so the interval closes on
         # time (with every other device's) instead of when the next sample comes.
@@ -260,6 +264,25 @@ class SerialOximeterDriver:
             if delta:
                 self._ctx.reporter.count(counter, delta)
                 setattr(done, attr, getattr(stats, attr))
+
+    def _note_device_clock(self, sample: Sample) -> None:
+        """Once per session, a live stream's own timestamp gives the device-vs-hub offset.
+
+        Only from a synchronised hub (otherwise the hub is the wrong clock) and a
+        plausible device time (an unset clock reads as 2000 and is counted instead).
+        Stored spot records are not live, so they say nothing about the offset.
+        """
+        if self._clock_noted or sample.device_time is None or sample.spot:
+            return
+        self._clock_noted = True
+        now = self._ctx.clock.now()
+        if not now.clock_synced:
+            return
+        device_utc, _ = to_utc(sample.device_time, self._ctx.timezone_name)
+        if device_utc < PLAUSIBLE_EARLIEST:
+            self._ctx.reporter.count("device_clock_unset")
+            return
+        self._ctx.reporter.set_clock_offset(round((device_utc - now.utc).total_seconds(), 1))
 
     def _check_serial(self, sample: Sample) -> None:
         seen, expected = sample.serial_number, self._settings.serial_number

@@ -379,8 +379,20 @@ RAD8 = (
 
 def test_masimo_line() -> None:
     assert MasimoAsciiDecoder().feed(RAD8) == [
-        Sample(spo2=98, pulse_rate=97, perfusion_index=3.6, serial_number="0000123456")
+        Sample(
+            spo2=98,
+            pulse_rate=97,
+            perfusion_index=3.6,
+            serial_number="0000123456",
+            device_time=datetime(2026, 11, 27, 10, 30, 0),  # noqa: DTZ001 - device wall clock
+        )
     ]
+
+
+def test_masimo_impossible_date_keeps_the_values_without_a_device_time() -> None:
+    # A device clock showing 13/45/26 says nothing about time; the values still count.
+    (sample,) = MasimoAsciiDecoder().feed(RAD8.replace(b"11/27/26", b"13/45/26"))
+    assert (sample.spo2, sample.device_time) == (98, None)
 
 
 def test_masimo_abbreviated_line_without_sensor() -> None:
@@ -394,6 +406,7 @@ def test_masimo_abbreviated_line_without_sensor() -> None:
             pulse_rate=None,
             perfusion_index=None,
             status=("device_alarm", "pulse_rate_missing", "sensor_off", "spo2_missing"),
+            device_time=datetime(2026, 11, 27, 10, 30, 1),  # noqa: DTZ001 - device wall clock
         )
     ]
 

@@ -7,7 +7,7 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agent.clock import SystemClock
+from agent.clock import Clock, SystemClock
 from agent.errors import DeviceError
 from agent.outbox import Outbox
 from agent.readings import DeviceIdentity, PatientBinding
@@ -33,6 +33,7 @@ class RecordingReporter:
     states: list[tuple[DeviceState, str | None]] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
     identities: list[DeviceIdentity] = field(default_factory=list)
+    clock_offsets: list[float] = field(default_factory=list)
 
     def set_state(self, state: DeviceState, reason: str | None = None) -> None:
         self.states.append((state, reason))
@@ -47,7 +48,7 @@ class RecordingReporter:
         raise AssertionError("serial oximeters report no RSSI")
 
     def set_clock_offset(self, offset_s: float) -> None:
-        raise AssertionError("serial oximeters report no clock offset")
+        self.clock_offsets.append(offset_s)
 
     def count(self, counter: str, n: int = 1) -> None:
         self.counters[counter] = self.counters.get(counter, 0) + n
@@ -104,6 +105,7 @@ async def rig(
     device: PtySerialDevice | None = None,
     outbox: Outbox | None = None,
     sink: ReadingSink | None = None,
+    clock: Clock | None = None,
     **settings: Any,
 ) -> AsyncIterator[Rig]:
     """Run an emulator and the driver on it into a real outbox; tear all down after."""
@@ -115,7 +117,7 @@ async def rig(
     reporter = RecordingReporter()
     ctx = DriverContext(
         sink=sink or box,
-        clock=SystemClock(),
+        clock=clock or SystemClock(),
         reporter=reporter,
         patient=PATIENT,
         timezone_name="Europe/London",

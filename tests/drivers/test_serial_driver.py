@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from agent.clock import SystemClock
+from agent.clock import HubTime, SystemClock
 from agent.errors import PermanentDeviceError, TransientDeviceError
 from agent.outbox import Outbox
 from agent.readings import Cadence, Kind
@@ -272,6 +272,41 @@ async def test_wrong_serial_number_is_rejected_and_nothing_stored(tmp_path: Path
             await asyncio.wait_for(r.driver_task, timeout=5)
         assert await r.readings() == []
     assert r.reporter.last_state is DeviceState.ERROR
+
+
+class SyncedClock(SystemClock):
+    """The system clock, said to be NTP-synchronised (this VM's may not be)."""
+
+    def now(self) -> HubTime:
+        return dataclasses.replace(super().now(), clock_synced=True)
+
+
+async def test_a_masimo_clock_two_hours_fast_is_recorded_as_its_offset(tmp_path: Path) -> None:
+    device = PtySerialDevice("masimo-ascii", link=tmp_path / "link", speed=10, clock_offset_s=7200)
+    async with rig(tmp_path, "masimo-ascii", device=device, clock=SyncedClock()) as r:
+        await eventually(lambda: r.reporter.clock_offsets, timeout_s=5)
+        await eventually(r.readings, timeout_s=5)
+        readings = await r.readings()
+    (offset,) = r.reporter.clock_offsets  # once per session, not per line
+    # The emulator's clock runs 10x from its start, so allow the seconds that took.
+    assert 7200 - 5 < offset < 7200 + 60
+    # A live stream keeps the hub's receipt time: the device clock is only reported.
+    assert all(row.reading.time_source == "hub_receipt" for row in readings)
+
+
+async def test_an_unsynced_hub_records_no_device_clock_offset(tmp_path: Path) -> None:
+    device = PtySerialDevice("masimo-ascii", link=tmp_path / "link", speed=10, clock_offset_s=7200)
+    unsynced = UnsyncedClock()
+    async with rig(tmp_path, "masimo-ascii", device=device, clock=unsynced) as r:
+        await eventually(r.readings, timeout_s=5)
+    assert r.reporter.clock_offsets == []
+
+
+class UnsyncedClock(SystemClock):
+    """The system clock, said not to be synchronised (a Pi before NTP)."""
+
+    def now(self) -> HubTime:
+        return dataclasses.replace(super().now(), clock_synced=False)
 
 
 async def test_stopping_the_driver_stores_the_open_interval(tmp_path: Path) -> None:

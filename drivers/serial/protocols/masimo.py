@@ -7,13 +7,15 @@ serial-protocols.md §3. A line looks like
 Quirks handled here: fields are parsed by key, never by position (models differ);
 ``---``/``--.--`` mean missing; EXC is a hex bit field (manual p.4-24) mapped onto
 neutral flags; ALARM is proprietary (NDA), so it is only an opaque "device_alarm" hint.
-The line's own date/time is not used: the device clock is often unset and the line
-carries no zone; the hub's receipt time is used instead (documented in docs/serial.md).
+The line's own date/time is not the reading's time: the device clock is often unset and
+the line carries no zone, so the hub's receipt time is used (docs/serial.md). It is
+passed on as ``device_time`` so the driver can record the device-vs-hub clock offset.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Final
 
 from drivers.serial.protocols.base import (
@@ -31,6 +33,8 @@ from drivers.serial.protocols.base import (
 )
 
 _FIELD = re.compile(rb"([A-Z0-9]+)=([^\s]*)")
+# The line's leading "MM/DD/YY HH:MM:SS" (the device's own clock, no zone).
+_STAMP = re.compile(rb"\s*(\d\d)/(\d\d)/(\d\d) (\d\d):(\d\d):(\d\d)\s")
 MAX_SPO2: Final = 100
 MAX_PULSE_RATE: Final = 400
 MAX_PI: Final = 20.0
@@ -78,7 +82,7 @@ class MasimoAsciiDecoder(LineFramer):
         sample: Sample | None = None
         if line.isascii():
             try:
-                sample = _sample(fields)
+                sample = _sample(fields, _stamp(line))
             except _BadLineError:
                 sample = None
         if sample is None:
@@ -87,7 +91,19 @@ class MasimoAsciiDecoder(LineFramer):
         return sample
 
 
-def _sample(fields: dict[bytes, bytes]) -> Sample:
+def _stamp(line: bytes) -> datetime | None:
+    """The device's wall-clock time, or None when absent or not a real date (never fatal)."""
+    match = _STAMP.match(line)
+    if match is None:
+        return None
+    month, day, year, hour, minute, second = (int(g) for g in match.groups())
+    try:
+        return datetime(2000 + year, month, day, hour, minute, second)  # noqa: DTZ001 - device wall clock, no zone
+    except ValueError:
+        return None
+
+
+def _sample(fields: dict[bytes, bytes], device_time: datetime | None) -> Sample:
     spo2 = _number(fields[b"SPO2"], MAX_SPO2)
     pulse_rate = _number(fields[b"BPM"], MAX_PULSE_RATE)
     perfusion = _number(fields[b"PI"], MAX_PI) if b"PI" in fields else None
@@ -107,6 +123,7 @@ def _sample(fields: dict[bytes, bytes]) -> Sample:
         perfusion_index=perfusion,
         status=tuple(sorted(set(flags))),
         serial_number=serial if serial and not serial.startswith("-") else None,
+        device_time=device_time,
     )
 
 
