@@ -16,6 +16,7 @@ one in a million per burst never make this test flaky on a shared machine.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import TYPE_CHECKING
 
@@ -84,10 +85,18 @@ def _run(protocol: str, events: list[str], seed: int) -> tuple[list[Sample], lis
     return decoded, sent, faults
 
 
+def _same(decoded: Sample, sent: Sample) -> bool:
+    """Equal, except that noise glued to the front of a Masimo line may cost its time
+    stamp (used only for the clock offset): a stamp lost is allowed, a wrong one is not."""
+    if decoded.device_time is None and not decoded.spot:
+        return dataclasses.replace(decoded, device_time=sent.device_time) == sent
+    return decoded == sent
+
+
 def _in_order_within(decoded: list[Sample], sent: list[Sample]) -> bool:
     """Whether ``decoded`` is ``sent`` with some samples left out (nothing added)."""
     remaining = iter(sent)
-    return all(any(sample == candidate for candidate in remaining) for sample in decoded)
+    return all(any(_same(sample, candidate) for candidate in remaining) for sample in decoded)
 
 
 @pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
