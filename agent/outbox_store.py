@@ -306,11 +306,17 @@ class OutboxStore:
                 "INSERT INTO sqlite_sequence(name, seq) VALUES ('readings', ?)", (seq,)
             )
 
-    def _reserve(self, highest_seq: int) -> None:
-        """Make the guard cover ``highest_seq`` before it is used (one fsync per block)."""
+    def _reserve(self, first_seq: int, highest_seq: int) -> None:
+        """Make the guard cover ``highest_seq`` before it is used (one fsync per block).
+
+        The new mark is one block above the last *committed* seq (``first_seq - 1``), so
+        "mark - one block" never exceeds what is committed even if this transaction then
+        fails (a full disk): the next start must not read that as lost rows. (A single
+        COMMIT of more than a block of readings still can; the agent's are far smaller.)
+        """
         if highest_seq <= self._reserved_seq:
             return
-        reserved = highest_seq + RESERVE_BLOCK
+        reserved = max(highest_seq, first_seq - 1 + RESERVE_BLOCK)
         try:
             write_guard(self.path, GuardState(reserved, clean=False))
         except OSError as exc:
@@ -393,7 +399,7 @@ class OutboxStore:
         # this write transaction) so the bodies rows can share them; SQLite still raises
         # the high-water mark, so a seq is never reused.
         first_seq = self.last_seq() + 1
-        self._reserve(first_seq + len(rows) - 1)
+        self._reserve(first_seq, first_seq + len(rows) - 1)
         try:
             self._insert_bodies(rows, first_seq)
             captured = [(len(op), 0) for op in captures]

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from agent import outbox_guard, outbox_store
 from agent.errors import OutboxError
 from agent.outbox import Outbox
+from agent.outbox_guard import read_guard
 from tests.agent.test_outbox_factory import bp_record, stream_sample
 
 if TYPE_CHECKING:
@@ -164,3 +166,33 @@ async def test_every_acknowledged_reading_survives_kill_9(tmp_path: Path) -> Non
     seqs = [row.seq for row in stored]
     assert seqs == sorted(set(seqs))
     assert stats.last_seq >= len(stored)
+
+
+async def test_a_commit_that_fails_after_its_seq_reservation_is_no_false_data_loss(
+    small_disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Room for the tiny seq guard file but not for the rows: the reservation is written,
+    # then the COMMIT fails. The next start must not report "readings may be lost".
+    for module in (outbox_store, outbox_guard):  # blocks of 10 seqs, for both sides
+        monkeypatch.setattr(module, "RESERVE_BLOCK", 10)
+    db = small_disk / "outbox.db"
+    outbox = await Outbox.open(db)
+    await outbox.capture([stream_sample(i) for i in range(5)])
+    filler = _fill(small_disk)
+    os.truncate(filler, filler.stat().st_size - 8192)  # two pages free
+    reserved_before = read_guard(db)
+    with pytest.raises(OutboxError):
+        # 8 readings cross the reservation at seq 10 (reserved at open: 0 + 10).
+        await outbox.capture([stream_sample(100 + i) for i in range(8)])
+    reserved_after = read_guard(db)
+    assert reserved_before is not None
+    assert reserved_after is not None
+    assert reserved_after.reserved_seq > reserved_before.reserved_seq  # it was written
+    filler.unlink()
+    await outbox.close()
+
+    reopened = await Outbox.open(db)
+    stats = await reopened.stats()
+    await reopened.close()
+    assert stats.data_loss is None
+    assert stats.last_seq >= 5
