@@ -249,6 +249,8 @@ async def test_mqtt_311_still_delivers_and_warns_that_denials_are_invisible(
 
 
 @pytest.mark.slow  # bounded below by MQTT keepalive: >= 2 x keepalive_s (5 s minimum)
+# Its own bounded waits (20 s detection, 45 s recovery) exceed the global 60 s cap.
+@pytest.mark.timeout(120)
 async def test_frozen_broker_is_detected_by_keepalive_and_nothing_is_lost(
     private_broker: MosquittoBroker, topic_prefix: str, tmp_path: Path
 ) -> None:
