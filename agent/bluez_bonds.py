@@ -14,22 +14,26 @@ access denied (RemoveDevice needs root or the ``bluetooth`` group's D-Bus policy
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from dbus_fast import BusType, Message, MessageType
-from dbus_fast.aio import MessageBus
-from dbus_fast.errors import DBusFastError
+from drivers._ble import DBUS_UNREACHABLE
+from drivers._bluez import (
+    ADAPTER_IFACE,
+    CALL_TIMEOUT_S,
+    NO_REPLY,
+    BluezCallError,
+    call_bluez,
+    connect_bus,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-BLUEZ: Final = "org.bluez"
+    from dbus_fast.aio import MessageBus
+
 OBJECT_MANAGER: Final = "org.freedesktop.DBus.ObjectManager"
-ADAPTER_IFACE: Final = "org.bluez.Adapter1"
 DEVICE_IFACE: Final = "org.bluez.Device1"
-CALL_TIMEOUT_S: Final = 10.0  # a wedged bluetoothd must not hang a technician's command
 # BlueZ says DoesNotExist when the device went away between listing and removing it:
 # the bond is gone either way.
 GONE_ERRORS: Final = frozenset({"org.bluez.Error.DoesNotExist"})
@@ -93,11 +97,9 @@ class BluezBonds:
     async def _connect(self) -> MessageBus:
         where = self._bus_address or "the system bus"
         try:
-            async with asyncio.timeout(CALL_TIMEOUT_S):
-                bus = MessageBus(bus_address=self._bus_address, bus_type=BusType.SYSTEM)
-                return await bus.connect()
-        except (OSError, DBusFastError, TimeoutError) as exc:
-            msg = f"cannot connect to D-Bus ({where}): {str(exc) or type(exc).__name__}"
+            return await connect_bus(self._bus_address)
+        except BluezCallError as exc:
+            msg = f"cannot connect to D-Bus ({where}): {exc.text}"
             raise BluezUnavailableError(msg) from exc
 
 
@@ -122,17 +124,11 @@ async def _remove_one(
 ) -> None:
     try:
         await _call(bus, adapter, ADAPTER_IFACE, "RemoveDevice", "o", [path])
-    except _DBusCallError as exc:
+    except BluezCallError as exc:
         if exc.name not in GONE_ERRORS:
             report.failed[address] = str(exc)
             return
     report.removed.setdefault(address, []).append(path)
-
-
-class _DBusCallError(Exception):
-    def __init__(self, name: str, text: str) -> None:
-        super().__init__(f"{name}: {text}" if text else name)
-        self.name = name
 
 
 async def _call(
@@ -146,31 +142,21 @@ async def _call(
     """One method call on org.bluez; its reply body.
 
     Raises:
-        BluezUnavailableError: BlueZ is not on the bus, or did not answer in time.
-        _DBusCallError: BlueZ answered with an error.
+        BluezUnavailableError: BlueZ is not on the bus, did not answer in time, or the
+            command may not manage Bluetooth devices.
+        BluezCallError: BlueZ answered with another error.
     """
-    message = Message(
-        destination=BLUEZ,
-        path=path,
-        interface=interface,
-        member=member,
-        signature=signature,
-        body=body or [],
-    )
     try:
-        async with asyncio.timeout(CALL_TIMEOUT_S):
-            reply = await bus.call(message)
-    except TimeoutError as exc:
-        msg = f"BlueZ did not answer {member} within {CALL_TIMEOUT_S:.0f} s"
+        return await call_bluez(bus, path, interface, member, signature, body)
+    except BluezCallError as exc:
+        if exc.name == NO_REPLY:
+            msg = f"BlueZ did not answer {member} within {CALL_TIMEOUT_S:.0f} s"
+        elif exc.name == DBUS_UNREACHABLE:
+            msg = f"lost the D-Bus connection during {member}: {exc.text}"
+        elif exc.name in ABSENT_ERRORS:
+            msg = f"BlueZ (bluetoothd) is not running on the bus: {exc.name}"
+        elif exc.name == "org.freedesktop.DBus.Error.AccessDenied":
+            msg = f"not permitted to manage Bluetooth devices (run as root): {exc.text or exc.name}"
+        else:
+            raise
         raise BluezUnavailableError(msg) from exc
-    if reply.message_type != MessageType.ERROR:
-        return list(reply.body)
-    name = reply.error_name or "unknown D-Bus error"
-    text = str(reply.body[0]) if reply.body else ""
-    if name in ABSENT_ERRORS:
-        msg = f"BlueZ (bluetoothd) is not running on the bus: {name}"
-        raise BluezUnavailableError(msg)
-    if name == "org.freedesktop.DBus.Error.AccessDenied":
-        msg = f"not permitted to manage Bluetooth devices (run as root): {text or name}"
-        raise BluezUnavailableError(msg)
-    raise _DBusCallError(name, text)

@@ -10,20 +10,17 @@ group; no capability is involved.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from dbus_fast import BusType, Message, MessageType, Variant
-from dbus_fast.aio import MessageBus
-from dbus_fast.errors import DBusFastError
+from dbus_fast import Variant
 
-from drivers._ble import DBUS_UNREACHABLE
+from drivers._bluez import ADAPTER_IFACE, BluezCallError, call_bluez, connect_bus
 from drivers.ble.adapter import AdapterError
 
-BLUEZ: Final = "org.bluez"
-ADAPTER_IFACE: Final = "org.bluez.Adapter1"
+if TYPE_CHECKING:
+    from dbus_fast.aio import MessageBus
+
 PROPERTIES_IFACE: Final = "org.freedesktop.DBus.Properties"
-CALL_TIMEOUT_S: Final = 10.0
-NO_REPLY: Final = "org.freedesktop.DBus.Error.NoReply"
 
 
 class BluezAdapter:
@@ -41,9 +38,7 @@ class BluezAdapter:
         """Return if the adapter exists and is powered; raise AdapterError otherwise."""
         bus = await self._connect()
         try:
-            reply = await _call(
-                bus, self._path, PROPERTIES_IFACE, "Get", "ss", [ADAPTER_IFACE, "Powered"]
-            )
+            reply = await self._call(bus, "Get", "ss", [ADAPTER_IFACE, "Powered"])
         finally:
             bus.disconnect()
         if not reply[0].value:
@@ -60,38 +55,19 @@ class BluezAdapter:
             bus.disconnect()
 
     async def _set_powered(self, bus: MessageBus, *, on: bool) -> None:
-        body = [ADAPTER_IFACE, "Powered", Variant("b", on)]
-        await _call(bus, self._path, PROPERTIES_IFACE, "Set", "ssv", body)
+        await self._call(bus, "Set", "ssv", [ADAPTER_IFACE, "Powered", Variant("b", on)])
 
     async def _connect(self) -> MessageBus:
         try:
-            async with asyncio.timeout(CALL_TIMEOUT_S):
-                bus = MessageBus(bus_address=self._bus_address, bus_type=BusType.SYSTEM)
-                return await bus.connect()
-        except (OSError, DBusFastError, TimeoutError) as exc:
-            raise AdapterError(DBUS_UNREACHABLE, str(exc) or type(exc).__name__) from exc
+            return await connect_bus(self._bus_address)
+        except BluezCallError as exc:
+            raise AdapterError(exc.name, exc.text) from exc
 
-
-async def _call(
-    bus: MessageBus, path: str, interface: str, member: str, signature: str, body: list[Any]
-) -> list[Any]:
-    """One method call on org.bluez; its reply body, or AdapterError with BlueZ's error name."""
-    message = Message(
-        destination=BLUEZ,
-        path=path,
-        interface=interface,
-        member=member,
-        signature=signature,
-        body=body,
-    )
-    try:
-        async with asyncio.timeout(CALL_TIMEOUT_S):
-            reply = await bus.call(message)
-    except TimeoutError as exc:
-        raise AdapterError(NO_REPLY, f"{member} not answered in {CALL_TIMEOUT_S:g} s") from exc
-    except (OSError, DBusFastError) as exc:  # the bus itself went away mid-call
-        raise AdapterError(DBUS_UNREACHABLE, str(exc) or type(exc).__name__) from exc
-    if reply.message_type == MessageType.ERROR:
-        text = str(reply.body[0]) if reply.body else ""
-        raise AdapterError(reply.error_name or "unknown D-Bus error", text)
-    return list(reply.body)
+    async def _call(
+        self, bus: MessageBus, member: str, signature: str, body: list[Any]
+    ) -> list[Any]:
+        """A Properties call on the adapter; AdapterError with the D-Bus error name."""
+        try:
+            return await call_bluez(bus, self._path, PROPERTIES_IFACE, member, signature, body)
+        except BluezCallError as exc:
+            raise AdapterError(exc.name, exc.text) from exc
