@@ -175,6 +175,22 @@ def derive_effective_time(
     return device_utc, source, tuple(flags)
 
 
+def hub_wall_time(hub: HubTime, timezone_name: str) -> datetime:
+    """The hub's time as a device in the patient's zone shows it: local, naive."""
+    return hub.utc.astimezone(ZoneInfo(timezone_name)).replace(tzinfo=None)
+
+
+def device_clock_offset_s(device_wall: datetime, hub: HubTime, timezone_name: str) -> float | None:
+    """Device wall clock minus the hub's, in seconds; None for a clock never set (< 2010).
+
+    Device clocks are local wall time with no zone, so the two are compared as the
+    patient's zone shows them (a DST change moves both alike).
+    """
+    if device_wall < PLAUSIBLE_EARLIEST.replace(tzinfo=None):
+        return None
+    return (device_wall - hub_wall_time(hub, timezone_name)).total_seconds()
+
+
 def to_utc(wall: datetime, timezone_name: str) -> tuple[datetime, tuple[str, ...]]:
     """Interpret a device wall-clock time in ``timezone_name``; flag DST ambiguity."""
     if wall.tzinfo is not None:

@@ -13,10 +13,9 @@ import json
 import logging
 import os
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import TYPE_CHECKING, Final
-from zoneinfo import ZoneInfo
 
+from agent.clock import device_clock_offset_s, hub_wall_time
 from agent.errors import DecodeError, OutboxError, PermanentDeviceError, TransientDeviceError
 from agent.readings import DeviceIdentity
 from drivers._codecs.battery import decode_battery_level
@@ -25,6 +24,7 @@ from drivers._codecs.dis import decode_dis_string
 from drivers.base import DeviceState
 
 if TYPE_CHECKING:
+    from datetime import datetime
     from pathlib import Path
 
     from agent.clock import HubTime
@@ -130,7 +130,6 @@ class DeviceClock:
 # a corrected time is never far off; large enough not to write on every connection for
 # a few seconds of drift (some devices log every time change).
 CLOCK_WRITE_THRESHOLD_S: Final = 60.0
-_PLAUSIBLE_EARLIEST: Final = datetime(2010, 1, 1)  # noqa: DTZ001 - device-local wall time
 
 
 async def check_device_clock(
@@ -153,14 +152,16 @@ async def check_device_clock(
         reporter.count("decode_errors")
         log.warning("current time unreadable: %s", exc.field)
         return DeviceClock()
-    hub_local = received.utc.astimezone(ZoneInfo(timezone_name)).replace(tzinfo=None)
-    if device_now is None or device_now < _PLAUSIBLE_EARLIEST:
+    hub_local = hub_wall_time(received, timezone_name)
+    offset_s = (
+        None if device_now is None else device_clock_offset_s(device_now, received, timezone_name)
+    )
+    if offset_s is None:
         # Never set (year 0, or the 2000-01-01 of a reset): no meaningful offset, and the
         # records it stamped are flagged and placed at receipt time.
         reporter.count("device_clock_unset")
         clock = DeviceClock(unset=True)
     else:
-        offset_s = (device_now - hub_local).total_seconds()
         reporter.set_clock_offset(offset_s)
         clock = DeviceClock(offset_s=offset_s)
         if abs(offset_s) <= CLOCK_WRITE_THRESHOLD_S:

@@ -17,7 +17,7 @@ import logging
 from typing import TYPE_CHECKING, Final
 
 from agent import __version__
-from agent.clock import PLAUSIBLE_EARLIEST, to_utc
+from agent.clock import device_clock_offset_s
 from agent.errors import OutboxError, PermanentDeviceError, TransientDeviceError
 from agent.readings import Cadence, DeviceIdentity, Kind, Quantity, Reading, make_reading
 from drivers.base import DeviceState
@@ -278,11 +278,11 @@ class SerialOximeterDriver:
         now = self._ctx.clock.now()
         if not now.clock_synced:
             return
-        device_utc, _ = to_utc(sample.device_time, self._ctx.timezone_name)
-        if device_utc < PLAUSIBLE_EARLIEST:
+        offset_s = device_clock_offset_s(sample.device_time, now, self._ctx.timezone_name)
+        if offset_s is None:
             self._ctx.reporter.count("device_clock_unset")
             return
-        self._ctx.reporter.set_clock_offset(round((device_utc - now.utc).total_seconds(), 1))
+        self._ctx.reporter.set_clock_offset(round(offset_s, 1))
 
     def _check_serial(self, sample: Sample) -> None:
         seen, expected = sample.serial_number, self._settings.serial_number
