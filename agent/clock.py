@@ -8,7 +8,6 @@ carries the monotonic time and boot id so its time can be repaired once sync hap
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import time
 from dataclasses import dataclass
@@ -80,9 +79,13 @@ def read_boot_id() -> str:
 
 @functools.cache
 def _libc() -> ctypes.CDLL | None:
-    # find_library runs `ldconfig -p` in a subprocess: once per process, not per check.
-    libc_name = ctypes.util.find_library("c")
-    return None if libc_name is None else ctypes.CDLL(libc_name, use_errno=True)
+    # The process's own symbols (dlopen(NULL)) include the libc Python is linked with.
+    # ctypes.util.find_library would run `ldconfig -p` in a subprocess and import ~1 MiB
+    # of modules the agent otherwise never needs.
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
 
 
 def is_kernel_clock_synced() -> bool:
