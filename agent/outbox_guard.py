@@ -8,7 +8,8 @@ quarantined and a fresh outbox starts), the mark goes back with it. This file,
 readings) and records whether the outbox was closed cleanly:
 
 - unclean stop and no ``-wal`` file at the next open: the WAL was lost;
-- the database's mark below the last reservation's start: rows were lost;
+- the database's mark below what was committed when the last reservation was written
+  (or at the last clean close): rows were lost;
 - a quarantined database: the fresh one starts empty.
 In each case the outbox continues above the reservation (a gap, never a reuse) and
 reports the loss for an alarm.
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RESERVE_BLOCK: Final = 10_000
-GUARD_VERSION: Final = 1
+GUARD_VERSION: Final = 2  # 2 added committed_seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,10 @@ class GuardState:
 
     reserved_seq: int
     clean: bool
+    # The last seq known committed when this guard was written: the database must hold
+    # at least that much at the next open. (A version-1 file did not record it; its
+    # reservation was one block above the committed seq, so that is what is assumed.)
+    committed_seq: int
 
 
 def guard_path(db_path: Path) -> Path:
@@ -49,7 +54,9 @@ def read_guard(db_path: Path) -> GuardState | None:
     path = guard_path(db_path)
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-        return GuardState(int(document["reserved_seq"]), bool(document["clean"]))
+        reserved = int(document["reserved_seq"])
+        committed = int(document.get("committed_seq", reserved - RESERVE_BLOCK))
+        return GuardState(reserved, bool(document["clean"]), committed)
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -66,7 +73,12 @@ def write_guard(db_path: Path, state: GuardState) -> None:
     path = guard_path(db_path)
     temp = path.with_name(path.name + ".tmp")
     body = json.dumps(
-        {"v": GUARD_VERSION, "reserved_seq": state.reserved_seq, "clean": state.clean}
+        {
+            "v": GUARD_VERSION,
+            "reserved_seq": state.reserved_seq,
+            "clean": state.clean,
+            "committed_seq": state.committed_seq,
+        }
     ).encode()
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -92,6 +104,6 @@ def judge_loss(
         return "the outbox was corrupt and has been replaced by an empty one"
     if not prior.clean and not wal_existed:
         return "the outbox's write-ahead log (-wal) was missing after an unclean stop"
-    if last_seq < prior.reserved_seq - RESERVE_BLOCK:
+    if last_seq < prior.committed_seq:
         return "the outbox holds fewer readings than it had already numbered"
     return None

@@ -291,11 +291,11 @@ class OutboxStore:
                 prior.reserved_seq + 1,
             )
         # Reserved from the last committed seq, not above the previous reservation: a seq
-        # past it was never committed, so never published, and the loss check compares
-        # against "reservation - one block". Stacking blocks on every start made every
-        # third clean restart with few readings look like lost rows.
-        self._reserved_seq = self.last_seq() + RESERVE_BLOCK
-        write_guard(self.path, GuardState(self._reserved_seq, clean=False))
+        # past it was never committed, so never published. (Stacking blocks on every
+        # start once made every third clean restart with few readings look like lost rows.)
+        committed = self.last_seq()
+        self._reserved_seq = committed + RESERVE_BLOCK
+        write_guard(self.path, GuardState(self._reserved_seq, clean=False, committed_seq=committed))
 
     def _set_last_seq(self, seq: int) -> None:
         updated = self._conn.execute(
@@ -309,16 +309,15 @@ class OutboxStore:
     def _reserve(self, first_seq: int, highest_seq: int) -> None:
         """Make the guard cover ``highest_seq`` before it is used (one fsync per block).
 
-        The new mark is one block above the last *committed* seq (``first_seq - 1``), so
-        "mark - one block" never exceeds what is committed even if this transaction then
-        fails (a full disk): the next start must not read that as lost rows. (A single
-        COMMIT of more than a block of readings still can; the agent's are far smaller.)
+        The guard records ``first_seq - 1`` as committed, not anything of this
+        transaction: if it then fails (a full disk), the next start must not read the
+        missing rows as lost, however many readings the COMMIT held.
         """
         if highest_seq <= self._reserved_seq:
             return
         reserved = max(highest_seq, first_seq - 1 + RESERVE_BLOCK)
         try:
-            write_guard(self.path, GuardState(reserved, clean=False))
+            write_guard(self.path, GuardState(reserved, clean=False, committed_seq=first_seq - 1))
         except OSError as exc:
             raise sqlite3.OperationalError(f"seq guard not written: {exc}") from exc
         self._reserved_seq = reserved
@@ -568,6 +567,7 @@ class OutboxStore:
     def close(self) -> None:
         """Checkpoint the WAL into the main file and close."""
         try:
+            committed = self.last_seq()
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             # The WAL stays and is replayed at the next open: nothing is lost.
@@ -578,6 +578,10 @@ class OutboxStore:
         if not self._reserved_seq:
             return  # a tool's view of the outbox (outboxview.py), not the agent's: no guard
         try:
-            write_guard(self.path, GuardState(self._reserved_seq, clean=True))
+            # Everything up to ``committed`` is now in the main file: the next open must
+            # find at least that much (an older copy of the file put back would not).
+            write_guard(
+                self.path, GuardState(self._reserved_seq, clean=True, committed_seq=committed)
+            )
         except OSError as exc:
             logger.warning("outbox seq guard not marked clean: %s", exc)

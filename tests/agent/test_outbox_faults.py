@@ -168,11 +168,13 @@ async def test_every_acknowledged_reading_survives_kill_9(tmp_path: Path) -> Non
     assert stats.last_seq >= len(stored)
 
 
+@pytest.mark.parametrize("readings", [8, 25])
 async def test_a_commit_that_fails_after_its_seq_reservation_is_no_false_data_loss(
-    small_disk: Path, monkeypatch: pytest.MonkeyPatch
+    small_disk: Path, monkeypatch: pytest.MonkeyPatch, readings: int
 ) -> None:
     # Room for the tiny seq guard file but not for the rows: the reservation is written,
-    # then the COMMIT fails. The next start must not report "readings may be lost".
+    # then the COMMIT fails. The next start must not report "readings may be lost",
+    # whether the COMMIT held less than one reservation block (8) or more than two (25).
     for module in (outbox_store, outbox_guard):  # blocks of 10 seqs, for both sides
         monkeypatch.setattr(module, "RESERVE_BLOCK", 10)
     db = small_disk / "outbox.db"
@@ -182,8 +184,8 @@ async def test_a_commit_that_fails_after_its_seq_reservation_is_no_false_data_lo
     os.truncate(filler, filler.stat().st_size - 8192)  # two pages free
     reserved_before = read_guard(db)
     with pytest.raises(OutboxError):
-        # 8 readings cross the reservation at seq 10 (reserved at open: 0 + 10).
-        await outbox.capture([stream_sample(100 + i) for i in range(8)])
+        # Both cross the reservation at seq 10 (reserved at open: 0 + 10).
+        await outbox.capture([stream_sample(100 + i) for i in range(readings)])
     reserved_after = read_guard(db)
     assert reserved_before is not None
     assert reserved_after is not None

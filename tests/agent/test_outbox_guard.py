@@ -61,6 +61,34 @@ async def test_a_lost_wal_is_reported_and_seq_jumps_past_every_used_one(tmp_path
     assert resumed_at > last
 
 
+async def test_an_older_copy_put_back_after_a_clean_stop_is_reported(tmp_path: Path) -> None:
+    # A technician restores yesterday's outbox file over today's (clean stops both): the
+    # readings numbered since are gone from it, and the next seq must not reuse theirs.
+    db = tmp_path / "outbox.db"
+    await _capture(db, 0, 5)
+    shutil.copyfile(db, tmp_path / "yesterday.db")
+    last = await _capture(db, 5, 5)
+    shutil.copyfile(tmp_path / "yesterday.db", db)
+    loss, resumed_at = await _reopen(db)
+    assert loss is not None
+    assert "fewer readings" in loss
+    assert resumed_at >= last
+
+
+async def test_a_guard_written_by_the_previous_version_is_still_understood(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "outbox.db"
+    last = await _capture(db, 0, 5)
+    guard_path(db).write_text(
+        f'{{"v": 1, "reserved_seq": {last + outbox_store.RESERVE_BLOCK}, "clean": true}}'
+    )
+    guard = read_guard(db)
+    assert guard is not None
+    assert guard.committed_seq == last
+    assert await _reopen(db) == (None, last)
+
+
 async def test_the_reservation_moves_ahead_of_use(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
