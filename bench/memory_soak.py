@@ -8,12 +8,13 @@ broker stopped for a while, broker restarted at once, or a device's pty unplugge
 replugged. The agent itself is never killed (its RSS is the point). Every ``--sample-s``
 the agent's VmRSS, the outbox's highest seq and the outbox file's size are sampled.
 
-The outbox connection has a 16 MiB SQLite page cache (``PRAGMA cache_size=-16384``,
+The outbox connection has a 4 MiB SQLite page cache (``PRAGMA cache_size=-4096``,
 agent/outbox_schema.py): RSS rises with the outbox file until the file outgrows it, then
 stays flat. So the least-squares slope of RSS is printed twice: while the cache fills
 (expected: about the file's own growth per reading) and once the file is larger than the
 cache, which is the leak figure (T20: "RSS slope ~ 0"). At ~60 readings/s the cache is
-full after ~46,000 readings (~13 minutes); a default 5-minute run shows only the first.
+full after ~12,000 readings (~3-4 minutes): a default 5-minute run shows little of the
+second part, so run 15 minutes or more for the leak figure.
 
     python bench/memory_soak.py                     # ~5 minutes
     python bench/memory_soak.py --minutes 20        # past the full page cache
@@ -72,7 +73,7 @@ DEVICES = (
     ("masimo", "masimo-ascii", 10.0, 0.1),
 )
 ROOT = Path(__file__).resolve().parents[1]
-PAGE_CACHE_KIB = 16384  # the outbox's PRAGMA cache_size=-16384 (agent/outbox_schema.py)
+PAGE_CACHE_KIB = 4096  # the outbox's PRAGMA cache_size=-4096 (agent/outbox_schema.py)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DUMP_ENV = "MEMORY_SOAK_DUMP_DIR"
 PROBE = f"""\
