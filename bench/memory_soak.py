@@ -173,9 +173,14 @@ def outbox_counts(db: Path) -> tuple[int, int, int]:
     if not db.exists():
         return 0, 0, 0
     with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
-        top, rows, sent = conn.execute(
-            "SELECT coalesce(max(seq), 0), count(*), coalesce(sum(state >= 1), 0) FROM readings"
-        ).fetchone()
+        try:
+            top, rows, sent = conn.execute(
+                "SELECT coalesce(max(seq), 0), count(*), coalesce(sum(state >= 1), 0) FROM readings"
+            ).fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            return 0, 0, 0  # the file exists, the agent has not created its schema yet
     return int(top), int(rows), int(sent)
 
 
