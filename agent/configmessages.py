@@ -8,7 +8,6 @@ migration message.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import types
 import typing
@@ -186,8 +185,8 @@ def _choice_message(value: object, text: str | None, field: FieldInfo | None, ex
     choices = {
         str(arg).lower(): str(arg) for arg in _literal_args(field.annotation if field else None)
     }
-    close = difflib.get_close_matches(str(value).lower(), list(choices), n=1, cutoff=0.6)
-    hint = f"did you mean `{choices[close[0]]}`? " if close else ""
+    close = _closest(str(value).lower(), list(choices))
+    hint = f"did you mean `{choices[close]}`? " if close is not None else ""
     return f"{_show(value, text)} is not allowed; {hint}expected one of {expected}"
 
 
@@ -254,10 +253,19 @@ def unknown_key_message(model: type[BaseModel], loc: Loc) -> str:
 
 def did_you_mean(word: str, known: list[str], what: str) -> str:
     """``did you mean `x`?`` when something is close, else the list of ``what``."""
-    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
-    if close:
-        return f"did you mean `{close[0]}`?"
+    close = _closest(word, known)
+    if close is not None:
+        return f"did you mean `{close}`?"
     return f"{what}: " + (", ".join(known) if known else "(none)")
+
+
+def _closest(word: str, known: list[str]) -> str | None:
+    # difflib only when a config is wrong: the running agent imports this module for
+    # reloads, and need not hold difflib in memory for every hub.
+    import difflib  # noqa: PLC0415
+
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
