@@ -15,16 +15,18 @@ uses the e2e harness's fast timers (health every 2 s, keep-alive 5 s) to compare
 figures measured before the timers were made part of the conditions.
 
 CPU is the agent's own (utime + stime from /proc, every thread; the emulators and the
-broker run in other processes).
+broker run in other processes). Wake-ups are the agent's voluntary context switches per
+second, all threads: a thread that sleeps in epoll/futex and is woken counts one.
+Payloads are FHIR, the config's default (``--format compact`` for the other).
 
 ``agent/`` and ``drivers/`` are byte-compiled first, as an install leaves them (pip
 compiles at install, and the sandboxed service could not write ``__pycache__`` anyway).
 Without that, a shell with ``PYTHONDONTWRITEBYTECODE=1`` (this development machine's)
 makes every start compile ~470 KB of source: measured here, +0.9 MiB RSS and tens of ms
-to READY=1 that no hub pays. Wake-ups are the agent's voluntary context switches per
-second, all threads: a thread that sleeps in epoll/futex and is woken counts one.
+to READY=1 that no hub pays.
 
     python -m bench.footprint [--runs 5] [--idle-s 30] [--scenario streaming|silent|none|all]
+                              [--format fhir|compact]
                               [--timers production|test]
 
 Targets (issue 2): RSS <= 45 MB, exec -> READY <= 0.5 s, idle CPU <= 0.5 % of a core.
@@ -99,7 +101,9 @@ def voluntary_switches(pid: int) -> int:
     return total
 
 
-def write_config(workdir: Path, broker_port: int, devices_yaml: str, timers: str) -> Path:
+def write_config(
+    workdir: Path, broker_port: int, devices_yaml: str, timers: str, payload_format: str = "fhir"
+) -> Path:
     """A config as a technician would write it, plaintext to the loopback broker."""
     profile = TIMERS[timers]
     devices = devices_yaml or "  []\n"
@@ -110,7 +114,7 @@ def write_config(workdir: Path, broker_port: int, devices_yaml: str, timers: str
         f"mqtt:\n  host: 127.0.0.1\n  port: {broker_port}\n  insecure_plaintext: true\n"
         f"  topic_prefix: bench\n{profile['mqtt']}"
         f"storage:\n  path: {workdir / 'outbox.db'}\n{profile['storage']}"
-        f"payload:\n  format: compact\n{profile['health']}"
+        f"payload:\n  format: {payload_format}\n{profile['health']}"
         f"devices:\n{devices}",
         encoding="utf-8",
     )
@@ -133,7 +137,12 @@ async def wait_ready(notify: socket.socket) -> None:
 
 
 async def one_run(
-    workdir: Path, broker: MosquittoBroker, scenario: str, timers: str, idle_s: float
+    workdir: Path,
+    broker: MosquittoBroker,
+    scenario: str,
+    timers: str,
+    payload_format: str,
+    idle_s: float,
 ) -> Run:
     devices = []
     if scenario != "none":
@@ -148,7 +157,7 @@ async def one_run(
         serial_entry(name, d.protocol, d.port)
         for name, d in zip(("nonin", "contec"), devices, strict=False)
     )
-    config = write_config(workdir, broker.port, yaml, timers)
+    config = write_config(workdir, broker.port, yaml, timers, payload_format)
     notify_path = workdir / "notify.sock"
     notify_path.unlink(missing_ok=True)
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -191,12 +200,18 @@ async def main() -> None:
     parser.add_argument("--idle-s", type=float, default=30.0)
     parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="streaming")
     parser.add_argument("--timers", choices=sorted(TIMERS), default="production")
+    parser.add_argument(
+        "--format", choices=("fhir", "compact"), default="fhir", help="payload (fhir: the default)"
+    )
     args = parser.parse_args()
     scenarios = SCENARIOS if args.scenario == "all" else (args.scenario,)
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
-    print(f"runs: {args.runs} per scenario, idle window {args.idle_s:.0f} s, {args.timers} timers")
+    print(
+        f"runs: {args.runs} per scenario, idle window {args.idle_s:.0f} s, {args.timers} timers, "
+        f"{args.format} payloads"
+    )
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
     compiled = all(compileall.compile_dir(ROOT / p, quiet=1) for p in ("agent", "drivers"))
     print(f"agent/ and drivers/ byte-compiled as installed: {'yes' if compiled else 'FAILED'}")
@@ -206,7 +221,9 @@ async def main() -> None:
         try:
             for scenario in scenarios:
                 runs = [
-                    await one_run(Path(tmp), broker, scenario, args.timers, args.idle_s)
+                    await one_run(
+                        Path(tmp), broker, scenario, args.timers, args.format, args.idle_s
+                    )
                     for _ in range(args.runs)
                 ]
                 report(scenario, runs)
