@@ -9,7 +9,7 @@ import pytest
 
 from agent import outbox_store
 from agent.outbox import Outbox
-from agent.outbox_guard import guard_path, read_guard
+from agent.outbox_guard import RESERVE_BLOCK, guard_path, read_guard
 from tests.agent.test_outbox_factory import stream_sample
 
 
@@ -80,9 +80,7 @@ async def test_a_guard_written_by_the_previous_version_is_still_understood(
 ) -> None:
     db = tmp_path / "outbox.db"
     last = await _capture(db, 0, 5)
-    guard_path(db).write_text(
-        f'{{"v": 1, "reserved_seq": {last + outbox_store.RESERVE_BLOCK}, "clean": true}}'
-    )
+    guard_path(db).write_text(f'{{"v": 1, "reserved_seq": {last + RESERVE_BLOCK}, "clean": true}}')
     guard = read_guard(db)
     assert guard is not None
     assert guard.committed_seq == last
