@@ -80,8 +80,7 @@ def read_boot_id() -> str:
 @functools.cache
 def _libc() -> ctypes.CDLL | None:
     # The process's own symbols (dlopen(NULL)) include the libc Python is linked with.
-    # ctypes.util.find_library would run `ldconfig -p` in a subprocess and import ~1 MiB
-    # of modules the agent otherwise never needs.
+    # ctypes.util.find_library would fork `ldconfig -p` to find a library already loaded.
     try:
         return ctypes.CDLL(None, use_errno=True)
     except OSError:
