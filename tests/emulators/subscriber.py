@@ -9,6 +9,9 @@ from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+
+from agent.mqttprops import new_properties
 
 
 @dataclass(frozen=True)
@@ -25,8 +28,16 @@ class Received:
 class Subscriber:
     """Subscribe to ``topics`` on a broker and keep every message, thread-safely."""
 
-    def __init__(self, host: str, port: int, topics: list[str], qos: int = 1) -> None:
-        """Connect, subscribe and start paho's network thread."""
+    def __init__(
+        self, host: str, port: int, topics: list[str], qos: int = 1, *, persistent: bool = False
+    ) -> None:
+        """Connect, subscribe and start paho's network thread.
+
+        ``persistent``: a backend's kind of session (clean_start off, kept for an hour), so
+        the broker queues what is published while this subscriber is away, including
+        across a broker restart when the broker has ``persistence``. paho reconnects by
+        itself.
+        """
         self._lock = threading.Lock()
         self._messages: list[Received] = []
         self._subscribed = threading.Event()
@@ -40,7 +51,12 @@ class Subscriber:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
-        self.client.connect(host, port, keepalive=30)
+        if persistent:
+            properties = new_properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = 3600
+            self.client.connect(host, port, keepalive=30, clean_start=False, properties=properties)
+        else:
+            self.client.connect(host, port, keepalive=30)
         self.client.loop_start()
         if not self._subscribed.wait(10):
             msg = "subscriber did not subscribe within 10 s"
