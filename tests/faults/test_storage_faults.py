@@ -154,8 +154,13 @@ async def test_pubacks_during_disk_full_are_recorded_once_space_returns(
     tmp_path: Path, small_disk: Path, private_broker: MosquittoBroker, topic_prefix: str
 ) -> None:
     db = small_disk / "outbox.db"
+    # A backend on a persistent session, kept by the broker across its restart below: a
+    # subscriber made after the restart could miss what the agent publishes first.
+    private_broker.persistence = True
     private_broker.start()
-    subs = [Subscriber(private_broker.host, private_broker.port, [f"{topic_prefix}/#"])]
+    subs = [
+        Subscriber(private_broker.host, private_broker.port, [f"{topic_prefix}/#"], persistent=True)
+    ]
 
     def delivered() -> int:
         return len({r["reading_id"] for s in subs for r in decode_readings(s.messages())})
@@ -181,7 +186,6 @@ async def test_pubacks_during_disk_full_are_recorded_once_space_returns(
             backlog = states(db).get(0, 0)
             assert backlog > 0
             private_broker.start()
-            subs.append(Subscriber(private_broker.host, private_broker.port, [f"{topic_prefix}/#"]))
             await wait_for(lambda: delivered() == len(committed_rows(db)), 30, "backlog published")
             await asyncio.sleep(1)
             if states(db).get(0, 0) == 0:
