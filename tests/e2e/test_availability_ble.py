@@ -115,8 +115,12 @@ async def test_swapped_cuff_is_an_error_and_a_hub_alarm_with_no_identifier_in_th
     runtime = Runtime(config, driver_factories={"ble-blood-pressure": on_radio})
     task = asyncio.create_task(runtime.run())
     try:
+        # The hub's health and the device's status are separate messages: wait for both
+        # (the health can arrive first).
         async with asyncio.timeout(30):
-            while "device_error:bp-cuff" not in alarms():
+            while "device_error:bp-cuff" not in alarms() or (
+                (last("/devices/bp-cuff/status") or {}).get("state") != "error"
+            ):
                 await asyncio.sleep(0.05)
         status = last("/devices/bp-cuff/status")
         assert status is not None
