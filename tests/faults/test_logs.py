@@ -122,6 +122,7 @@ async def test_agent_logs_at_info_hold_no_patient_id_and_no_value_through_faults
     def received() -> list[dict[str, Any]]:
         return decode_readings(backend.messages("/readings"))
 
+    agents = []  # so a failed wait below still stops the agent it started
     try:
         async with oximeter(tmp_path / "nonin.tty") as nonin:
             agent = oximeter_agent(
@@ -132,6 +133,7 @@ async def test_agent_logs_at_info_hold_no_patient_id_and_no_value_through_faults
                 patient_id=PATIENT_ID,
                 level="INFO",
             )
+            agents.append(agent)
             await agent.start()
             await wait_for(lambda: len(received()) >= 10, 30, "first readings")
             private_broker.stop()  # the agent logs the lost connection and failed connects
@@ -157,6 +159,8 @@ async def test_agent_logs_at_info_hold_no_patient_id_and_no_value_through_faults
         assert "waiting for the port to return" in log_text
         assert leaks(log_text, PATIENT_ID, value_patterns(readings)) == []
     finally:
+        for started in agents:
+            await started.kill()  # a no-op once it has exited
         backend.close()
 
 
